@@ -1,0 +1,123 @@
+"""The `auroralong` command line: `generate`, `convert rwkv6`, `bench lm`.
+
+Sub-commands import their heavy modules only when they run, so `auroralong --help` stays fast.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+
+def _generate(args) -> int:
+    import torch
+
+    from . import Rwkv6Config, Rwkv6ForCausalLM, RwkvWorldTokenizer
+
+    if args.model:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        source = args.model
+    else:
+        torch.manual_seed(args.seed)
+        config = Rwkv6Config(hidden_size=256, num_hidden_layers=4)
+        model = Rwkv6ForCausalLM(config).to(getattr(torch, args.dtype))
+        tokenizer = RwkvWorldTokenizer()
+        source = "a small random RWKV-6 (4 layers, 256 wide; random weights, so the text is gibberish)"
+    model.eval()
+
+    inputs = tokenizer(args.prompt, return_tensors="pt")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.sample, pad_token_id=0,
+            return_dict_in_generate=True,
+        )
+    seconds = time.perf_counter() - start
+    new_tokens = output.sequences[0, inputs["input_ids"].shape[1]:]
+    state = output.past_key_values
+    state_bytes = sum(t.numel() * t.element_size() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s)
+    report = {
+        "model": source,
+        "prompt": args.prompt,
+        "answer": tokenizer.decode(new_tokens, skip_special_tokens=True),
+        "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "new_tokens": int(new_tokens.numel()),
+        "seconds": round(seconds, 3),
+        "state_bytes": state_bytes,
+        "wkv_backend": model.model.wkv_backend(model.device),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['prompt']}{report['answer']}")
+        print(f"-- {source}; {report['prompt_tokens']} prompt + {report['new_tokens']} new tokens in "
+              f"{seconds:.2f} s; recurrent state {state_bytes / 2**20:.2f} MiB ({report['wkv_backend']} WKV)",
+              file=sys.stderr)
+    return 0
+
+
+def _convert_rwkv6(args) -> int:
+    from .convert_rwkv6 import convert_rwkv6_checkpoint
+
+    report = convert_rwkv6_checkpoint(args.source, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _bench_lm(args) -> int:
+    from .bench import bench_lm
+
+    bench_lm(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auroralong", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="continue a text prompt with an RWKV-6 model")
+    generate.add_argument("prompt", nargs="?", default="The Eiffel tower is in the city of")
+    generate.add_argument("--model", help="a save_pretrained folder; absent: a small random model")
+    generate.add_argument("--max-new-tokens", type=int, default=24)
+    generate.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    generate.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--json", action="store_true", help="print one JSON object")
+    generate.set_defaults(run=_generate)
+
+    convert = commands.add_parser("convert", help="convert checkpoints into save_pretrained folders")
+    convert_kinds = convert.add_subparsers(dest="kind", required=True)
+    rwkv6 = convert_kinds.add_parser(
+        "rwkv6", help="an RWKV-6 checkpoint: BlinkDL .pth, RWKV/v6-Finch-*-HF folder or fla-hub folder"
+    )
+    rwkv6.add_argument("source")
+    rwkv6.add_argument("output")
+    rwkv6.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                       help="dtype of the written weights (default: the source's)")
+    rwkv6.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    rwkv6.set_defaults(run=_convert_rwkv6)
+
+    bench = commands.add_parser("bench", help="efficiency benchmarks")
+    bench_kinds = bench.add_subparsers(dest="kind", required=True)
+    lm = bench_kinds.add_parser("lm", help="RWKV-6 language model: WKV, prefill and decode against their bounds")
+    from .bench import add_bench_lm_arguments
+
+    add_bench_lm_arguments(lm)
+    lm.set_defaults(run=_bench_lm)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+        print(f"auroralong {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

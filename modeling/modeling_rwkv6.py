@@ -1,0 +1,524 @@
+"""RWKV-6 "Finch" language model for transformers, parameter names as in fla's RWKV6 (fla-hub checkpoints load as is).
+
+One parameter set, two execution paths for the WKV recurrence (see wkv6.py): fla's Triton kernels on CUDA, an exact
+pure-PyTorch chunked form elsewhere. Everything else (projections, token shift, norms) is plain PyTorch on both.
+
+Padding: positions where attention_mask is 0 are skipped by the recurrence (their k and log-decay are zeroed and the
+token shift reaches past them), so every row of a padded batch gives the logits it gives alone.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import ModelOutput
+
+from .configuration_rwkv6 import Rwkv6Config
+from .wkv6 import fla_is_available, wkv6_chunked, wkv6_fla, wkv6_step
+
+
+class Rwkv6Cache(Cache):
+    """The recurrent state of every layer; its size does not depend on how many tokens were seen.
+
+    Per layer: `attn_shift` and `ffn_shift` [B, C] (the normalised input of the last token seen by the time-mix and
+    the channel-mix, for the token shift) and `wkv` [B, H, K, K] fp32 (the WKV matrix state).
+    `seen_tokens` counts the positions fed so far (padding included), which generation uses to slice its inputs.
+    """
+
+    is_compileable = False
+
+    def __init__(self, config: Rwkv6Config, batch_size: int, device=None, dtype=torch.float32):
+        super().__init__(layers=[])
+        shape = (batch_size, config.hidden_size)
+        wkv_shape = (batch_size, config.num_heads, config.head_size, config.head_size)
+        self.attn_shift = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.ffn_shift = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.wkv = [torch.zeros(wkv_shape, device=device, dtype=torch.float32) for _ in range(config.num_hidden_layers)]
+        self.seen_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self.wkv)
+
+    def __repr__(self) -> str:
+        return f"Rwkv6Cache(layers={len(self)}, batch_size={self.batch_size}, seen_tokens={self.seen_tokens})"
+
+    @property
+    def batch_size(self) -> int:
+        return self.wkv[0].shape[0]
+
+    def check_compatible(self, config: Rwkv6Config, batch_size: int):
+        """Raise a clear error when this state cannot continue a model of `config` on a batch of `batch_size`."""
+        expected = (config.num_hidden_layers, config.hidden_size, config.num_heads, config.head_size)
+        found = (len(self.wkv), self.attn_shift[0].shape[-1], self.wkv[0].shape[1], self.wkv[0].shape[-1])
+        if found != expected:
+            raise ValueError(
+                "past_key_values is a state of another geometry: (layers, hidden, heads, head size) = "
+                f"{found}, the model has {expected}."
+            )
+        if self.batch_size != batch_size:
+            raise ValueError(f"past_key_values holds {self.batch_size} sequences, the input has {batch_size}.")
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1  # unbounded: a recurrent state has no maximum length
+
+    def _map(self, fn):
+        for states in (self.attn_shift, self.ffn_shift, self.wkv):
+            states[:] = [fn(state) for state in states]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        self._map(lambda state: state.index_select(0, beam_idx.to(state.device)))
+
+    def batch_repeat_interleave(self, repeats: int):
+        self._map(lambda state: state.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        self._map(lambda state: state[indices])
+
+    def reset(self):
+        self._map(torch.zeros_like)
+        self.seen_tokens = 0
+
+    def crop(self, max_length: int):
+        raise NotImplementedError(
+            "A recurrent RWKV-6 state cannot be rolled back to an earlier position (needed by assisted and "
+            "speculative decoding); re-run the prefix instead."
+        )
+
+
+@dataclass
+class Rwkv6ModelOutput(ModelOutput):
+    """
+    last_hidden_state: [B, T, C] after the final LayerNorm.
+    past_key_values: the `Rwkv6Cache` after the last position, when `use_cache`.
+    hidden_states: the input of every block and the final output, [B, T, C] each, when asked.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Rwkv6Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class Rwkv6CausalLMOutput(ModelOutput):
+    """
+    loss: next-token cross-entropy over positions whose label is not -100, when labels are given.
+    logits: [B, T, V].
+    past_key_values: the `Rwkv6Cache` after the last position, when `use_cache`.
+    hidden_states: as in `Rwkv6ModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Rwkv6Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def shift_tokens(x, previous, attention_mask=None):
+    """The token shift: for each position, the input of the latest real token before it.
+
+    x [B, T, C]; previous [B, C], the input of the token before x[:, 0] (zeros at the start of a sequence);
+    attention_mask [B, T] or None (0 marks padding, which the shift reaches past).
+    Returns (x_prev [B, T, C], last [B, C]): `last` is the input of the last real token, the next `previous`.
+    """
+    if attention_mask is None:
+        return torch.cat([previous.unsqueeze(1), x[:, :-1]], dim=1), x[:, -1]
+    batch, seq_len, width = x.shape
+    history = torch.cat([previous.unsqueeze(1), x], dim=1)  # index 0 is `previous`, index t + 1 is x[:, t]
+    positions = torch.arange(1, seq_len + 1, device=x.device).expand(batch, -1)
+    last_real = torch.where(attention_mask.bool(), positions, 0).cummax(dim=1).values  # last real index <= t
+    before = F.pad(last_real[:, :-1], (1, 0))  # last real index < t
+    x_prev = history.gather(1, before.unsqueeze(-1).expand(-1, -1, width))
+    last = history.gather(1, last_real[:, -1:].unsqueeze(-1).expand(-1, -1, width)).squeeze(1)
+    return x_prev, last
+
+
+class TokenShiftLinear(nn.Module):
+    """`linear(x + (x_prev - x) * mu)`: a projection of the interpolation between a token and the one before."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(in_features))
+        self.linear = nn.Linear(in_features, out_features, bias=False)
+
+    def forward(self, x, delta):
+        return self.linear(x + delta * self.mu)
+
+
+class DecayLoRA(nn.Module):
+    """The data-dependent decay: `time_decay + tanh(x @ W1) @ W2` (the bias of the second layer is time_decay)."""
+
+    def __init__(self, hidden_size: int, rank: int):
+        super().__init__()
+        self.lora = nn.Sequential(nn.Linear(hidden_size, rank, bias=False), nn.Tanh(), nn.Linear(rank, hidden_size))
+
+    def forward(self, x):
+        return self.lora(x)
+
+
+class DataDependentShiftLinear(nn.Module):
+    """`linear(x + (x_prev - x) * mix)` where `mix` [B, T, C] comes from the token itself (RWKV-6's ddlerp)."""
+
+    def __init__(self, linear: nn.Module):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x, delta, mix):
+        return self.linear(x + delta * mix)
+
+
+class Rwkv6TimeMix(nn.Module):
+    """RWKV-6 time mixing: data-dependent token shift, WKV recurrence, per-head GroupNorm, SiLU gate."""
+
+    def __init__(self, config: Rwkv6Config, layer_idx: int):
+        super().__init__()
+        width, rank = config.hidden_size, config.time_mix_lora_rank
+        self.layer_idx = layer_idx
+        self.num_heads, self.head_size = config.num_heads, config.head_size
+        self.group_norm_eps = config.group_norm_eps
+        # x_proj: the five token-shift mixes (for r, w, k, v, g), from one LoRA on x + (x_prev - x) * mu
+        self.x_proj = nn.Sequential(
+            TokenShiftLinear(width, 5 * rank), nn.Tanh(), nn.Linear(5 * rank, width, bias=False)
+        )
+        self.x_bias = nn.Parameter(torch.zeros(5, width))  # static part of the mixes, rows r, w, k, v, g
+        self.r_proj = DataDependentShiftLinear(nn.Linear(width, width, bias=False))
+        self.w_proj = DataDependentShiftLinear(DecayLoRA(width, config.time_decay_lora_rank))
+        self.k_proj = DataDependentShiftLinear(nn.Linear(width, width, bias=False))
+        self.v_proj = DataDependentShiftLinear(nn.Linear(width, width, bias=False))
+        self.g_proj = DataDependentShiftLinear(nn.Linear(width, width, bias=False))
+        self.bonus = nn.Parameter(torch.zeros(self.num_heads, self.head_size))  # u: weight of the current token
+        self.g_norm = nn.GroupNorm(self.num_heads, width, eps=config.group_norm_eps)
+        self.o_proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x, shift_state, wkv_state, attention_mask, backend: str, chunk_size: int):
+        """x [B, T, C] (normalised); shift_state [B, C]; wkv_state [B, H, K, K] fp32 or None.
+
+        Returns (out [B, T, C], last token's x [B, C], new WKV state [B, H, K, K] fp32).
+        """
+        batch, seq_len, width = x.shape
+        x_prev, last_x = shift_tokens(x, shift_state, attention_mask)
+        delta = x_prev - x
+
+        rank = self.x_proj[2].in_features // 5
+        mixes = self.x_proj[1](self.x_proj[0](x, delta)).view(batch, seq_len, 5, rank)
+        mixes = torch.einsum("btnr,cnr->btnc", mixes, self.x_proj[2].weight.view(width, 5, rank)) + self.x_bias
+        mix_r, mix_w, mix_k, mix_v, mix_g = mixes.unbind(dim=2)
+
+        r = self.r_proj(x, delta, mix_r)
+        k = self.k_proj(x, delta, mix_k)
+        v = self.v_proj(x, delta, mix_v)
+        g = self.g_proj(x, delta, mix_g)
+        log_w = -self.w_proj(x, delta, mix_w).float().exp()  # per-step decay exp(log_w) in (0, 1)
+        if attention_mask is not None:  # padding: no key enters the state and nothing decays
+            keep = attention_mask[:, :, None].to(k.dtype)
+            k = k * keep
+            log_w = log_w * keep
+
+        heads = (batch, seq_len, self.num_heads, self.head_size)
+        r, k, v, log_w = r.view(heads), k.view(heads), v.view(heads), log_w.view(heads)
+        if backend == "fla":
+            o, wkv_state = wkv6_fla(r, k, v, log_w, self.bonus, wkv_state)
+        elif seq_len == 1 and wkv_state is not None:
+            o, wkv_state = wkv6_step(r[:, 0], k[:, 0], v[:, 0], log_w[:, 0], self.bonus, wkv_state)
+            o = o.unsqueeze(1)
+        else:
+            o, wkv_state = wkv6_chunked(r, k, v, log_w, self.bonus, wkv_state, chunk_size=chunk_size)
+
+        # GroupNorm in fp32: per-head outputs are small and the eps matters (see Rwkv6Config.group_norm_eps)
+        o = F.group_norm(
+            o.reshape(batch * seq_len, width).float(), self.num_heads,
+            self.g_norm.weight.float(), self.g_norm.bias.float(), self.group_norm_eps,
+        ).view(batch, seq_len, width)
+        out = self.o_proj((o * F.silu(g.float())).to(x.dtype))
+        return out, last_x, wkv_state.float()
+
+
+class Rwkv6ChannelMix(nn.Module):
+    """RWKV-6 channel mixing: `sigmoid(receptance(xr)) * value(relu(key(xk))^2)` on token-shifted inputs."""
+
+    def __init__(self, config: Rwkv6Config, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.key = TokenShiftLinear(config.hidden_size, config.intermediate_size)
+        self.value = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.receptance = TokenShiftLinear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x, shift_state, attention_mask):
+        """x [B, T, C] (normalised) -> (out [B, T, C], last token's x [B, C])."""
+        x_prev, last_x = shift_tokens(x, shift_state, attention_mask)
+        delta = x_prev - x
+        hidden = torch.relu(self.key(x, delta)).square()
+        return torch.sigmoid(self.receptance(x, delta)) * self.value(hidden), last_x
+
+
+class Rwkv6Block(GradientCheckpointingLayer):
+    """Pre-norm residual block: h += TimeMix(LN1(h)); h += ChannelMix(LN2(h)). Block 0 first applies `pre_norm`."""
+
+    def __init__(self, config: Rwkv6Config, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        if layer_idx == 0:
+            self.pre_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = Rwkv6TimeMix(config, layer_idx)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = Rwkv6ChannelMix(config, layer_idx)
+
+    def forward(self, hidden_states, attn_shift, ffn_shift, wkv_state, attention_mask, backend: str,
+                chunk_size: int):
+        """hidden_states [B, T, C] -> (hidden_states, new attn_shift [B, C], new ffn_shift [B, C], new wkv)."""
+        if self.layer_idx == 0:
+            hidden_states = self.pre_norm(hidden_states)
+        out, attn_shift, wkv_state = self.attn(
+            self.attn_norm(hidden_states), attn_shift, wkv_state, attention_mask, backend, chunk_size
+        )
+        hidden_states = hidden_states + out
+        out, ffn_shift = self.ffn(self.ffn_norm(hidden_states), ffn_shift, attention_mask)
+        return hidden_states + out, attn_shift, ffn_shift, wkv_state
+
+
+class Rwkv6PreTrainedModel(PreTrainedModel):
+    config_class = Rwkv6Config
+    config: Rwkv6Config
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Rwkv6Block"]
+    _is_stateful = True  # generate() refuses assisted/speculative decoding: a recurrent state cannot roll back
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Finch's initialisation (RWKV-LM's RWKV-6 recipe), so random models behave like young real ones."""
+        config = self.config
+        if isinstance(module, Rwkv6TimeMix):
+            layers, width = config.num_hidden_layers, config.hidden_size
+            ratio_0_to_1 = module.layer_idx / max(layers - 1, 1)
+            ratio_1_to_almost_0 = 1.0 - module.layer_idx / layers
+            ddd = torch.arange(width, dtype=torch.float32) / width
+            mix = lambda power: 1.0 - ddd.pow(power)  # noqa: E731
+            init.copy_(module.x_proj[0].mu, mix(ratio_1_to_almost_0))
+            # rows r, w, k, v, g (fla's order)
+            init.copy_(module.x_bias, torch.stack([
+                mix(0.5 * ratio_1_to_almost_0),
+                mix(ratio_1_to_almost_0),
+                mix(ratio_1_to_almost_0),
+                1.0 - (ddd.pow(ratio_1_to_almost_0) + 0.3 * ratio_0_to_1),
+                mix(0.5 * ratio_1_to_almost_0),
+            ]))
+            n = torch.arange(width, dtype=torch.float32)
+            decay_speed = -6 + 5 * (n / (width - 1)).pow(0.7 + 1.3 * ratio_0_to_1)
+            init.copy_(module.w_proj.linear.lora[2].bias, decay_speed)
+            zigzag = ((n + 1) % 3 - 1) * 0.1
+            bonus = ratio_0_to_1 * (1 - n / (width - 1)) + zigzag
+            init.copy_(module.bonus, bonus.view(module.num_heads, module.head_size))
+            init.uniform_(module.x_proj[0].linear.weight, -1e-4, 1e-4)
+            init.uniform_(module.x_proj[2].weight, -1e-2, 1e-2)
+            init.uniform_(module.w_proj.linear.lora[0].weight, -1e-2, 1e-2)
+            init.uniform_(module.w_proj.linear.lora[2].weight, -1e-2, 1e-2)
+            for proj in (module.r_proj, module.k_proj, module.v_proj, module.g_proj):
+                init.normal_(proj.linear.weight, std=1.0 / math.sqrt(width))
+            init.normal_(module.o_proj.weight, std=0.5 / math.sqrt(width * layers))
+            init.ones_(module.g_norm.weight)
+            init.zeros_(module.g_norm.bias)
+        elif isinstance(module, Rwkv6ChannelMix):
+            ratio_1_to_almost_0 = 1.0 - module.layer_idx / config.num_hidden_layers
+            ddd = torch.arange(config.hidden_size, dtype=torch.float32) / config.hidden_size
+            init.copy_(module.key.mu, 1.0 - ddd.pow(ratio_1_to_almost_0))
+            init.copy_(module.receptance.mu, 1.0 - ddd.pow(ratio_1_to_almost_0))
+            init.normal_(module.key.linear.weight, std=1.0 / math.sqrt(config.hidden_size))
+            init.normal_(module.receptance.linear.weight, std=1.0 / math.sqrt(config.hidden_size))
+            init.normal_(module.value.weight, std=0.5 / math.sqrt(config.intermediate_size * config.num_hidden_layers))
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -1e-4, 1e-4)
+        elif module is getattr(self, "lm_head", None):
+            init.normal_(module.weight, std=config.initializer_range)
+
+
+class Rwkv6Model(Rwkv6PreTrainedModel):
+    def __init__(self, config: Rwkv6Config):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([Rwkv6Block(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings = value
+
+    def wkv_backend(self, device: torch.device) -> str:
+        """"fla" or "torch": the config/environment choice, "auto" resolved for `device`."""
+        backend = self.config.resolved_wkv_backend()
+        if backend == "auto":
+            return "fla" if device.type == "cuda" and fla_is_available() else "torch"
+        if backend == "fla" and (device.type != "cuda" or not fla_is_available()):
+            raise RuntimeError(
+                f"wkv_backend='fla' needs a CUDA device and flash-linear-attention installed (device: {device}, "
+                f"fla installed: {fla_is_available()}); use 'torch' or 'auto'."
+            )
+        return backend
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        past_key_values: Rwkv6Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Rwkv6ModelOutput:
+        """input_ids [B, T] (or inputs_embeds [B, T, C]); attention_mask [B, T] or [B, past + T], 0 at padding.
+
+        With `past_key_values` the sequence continues from that state, which is updated in place and returned.
+        """
+        inputs_embeds = self._embed(input_ids, inputs_embeds)
+        batch, seq_len, _ = inputs_embeds.shape
+        attention_mask = self._check_attention_mask(attention_mask, batch, seq_len)
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+
+        if past_key_values is None and use_cache:
+            past_key_values = Rwkv6Cache(self.config, batch, inputs_embeds.device, inputs_embeds.dtype)
+        if past_key_values is not None:
+            if not isinstance(past_key_values, Rwkv6Cache):
+                raise TypeError(f"past_key_values must be an Rwkv6Cache, got {type(past_key_values).__name__}.")
+            past_key_values.check_compatible(self.config, batch)
+        backend = self.wkv_backend(inputs_embeds.device)
+
+        hidden_states = inputs_embeds
+        all_hidden_states = () if output_hidden_states else None
+        for i, block in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if past_key_values is not None:
+                state = (past_key_values.attn_shift[i], past_key_values.ffn_shift[i], past_key_values.wkv[i])
+            else:
+                zeros = hidden_states.new_zeros(batch, self.config.hidden_size)
+                state = (zeros, zeros, None)
+            hidden_states, attn_shift, ffn_shift, wkv = block(
+                hidden_states, *state, attention_mask, backend, self.config.wkv_chunk_size
+            )
+            if past_key_values is not None:
+                past_key_values.attn_shift[i] = attn_shift.to(past_key_values.attn_shift[i].dtype)
+                past_key_values.ffn_shift[i] = ffn_shift.to(past_key_values.ffn_shift[i].dtype)
+                past_key_values.wkv[i] = wkv
+
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        if past_key_values is not None:
+            past_key_values.seen_tokens += seq_len
+        return Rwkv6ModelOutput(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+        )
+
+    def _embed(self, input_ids, inputs_embeds):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(
+                    f"inputs_embeds must be [batch, seq_len, {self.config.hidden_size}], "
+                    f"got {list(inputs_embeds.shape)}."
+                )
+            if inputs_embeds.shape[1] == 0:
+                raise ValueError("inputs_embeds has no positions (seq_len 0).")
+            return inputs_embeds
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq_len], got shape {list(input_ids.shape)}.")
+        if input_ids.shape[1] == 0:
+            raise ValueError("input_ids has no tokens (seq_len 0).")
+        if input_ids.dtype.is_floating_point:
+            raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}.")
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {self.config.vocab_size}).")
+        return self.embeddings(input_ids)
+
+    @staticmethod
+    def _check_attention_mask(attention_mask, batch: int, seq_len: int):
+        """Keep the columns of the new positions; None when there is no padding (the fast path)."""
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < seq_len:
+            raise ValueError(
+                f"attention_mask must be [batch, seq_len] (0 at padding) covering the {seq_len} new positions of "
+                f"{batch} sequences, got shape {list(attention_mask.shape)}."
+            )
+        attention_mask = attention_mask[:, -seq_len:]
+        return None if bool(attention_mask.all()) else attention_mask
+
+
+class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: Rwkv6Config):
+        super().__init__(config)
+        self.model = Rwkv6Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        past_key_values: Rwkv6Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> Rwkv6CausalLMOutput:
+        """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_states = outputs.last_hidden_state
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, kept])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return Rwkv6CausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+        )
+
+
+__all__ = ["Rwkv6Cache", "Rwkv6ForCausalLM", "Rwkv6Model", "Rwkv6PreTrainedModel"]

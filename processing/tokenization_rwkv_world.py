@@ -1,0 +1,233 @@
+"""RWKV "World" tokenizer (vocabulary ``rwkv_vocab_v20230424``) as a transformers slow tokenizer.
+
+The World tokenizer is byte level: the UTF-8 bytes of the whole input are split by greedy longest match against
+65,529 byte-string tokens (ids 1..65529). There is no normalisation, no pre-tokenisation (no splitting on spaces or
+punctuation) and no BOS token, so every valid ``str`` round-trips exactly, whitespace included.
+
+Id layout (the model's embedding has 65,536 rows):
+
+* ``0``: ``"<|endoftext|>"``, the end-of-text / document separator; used as eos, bos and pad token.
+* ``1..256``: the single bytes ``0x00..0xFF`` (byte ``b`` has id ``b + 1``), so any input can be encoded.
+* ``257..65529``: multi-byte tokens from the vocabulary file.
+* ``65530..65535``: unused embedding rows. Their token strings are placeholders ``"<|unused65530|>"`` etc. and
+  they decode to the empty string (rather than raising), so a stray sampled id cannot break generation.
+
+Token strings: a vocabulary token is its raw bytes mapped one-to-one onto the code points U+0000..U+00FF
+(``bytes.decode("latin-1")``), so every token is a ``str`` even when it is not valid UTF-8 on its own (e.g. half
+of a CJK character), and ``convert_tokens_to_string`` recovers the exact bytes before decoding them as UTF-8.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+
+from transformers import PreTrainedTokenizer
+
+VOCAB_FILE_NAME = "rwkv_vocab_v20230424.txt"
+# The file shipped next to this module, so `RwkvWorldTokenizer()` works offline without arguments.
+DEFAULT_VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), VOCAB_FILE_NAME)
+
+EOT_TOKEN = "<|endoftext|>"
+EOT_ID = 0
+# The RWKV World models have 65536 embedding rows; the vocabulary file only fills ids 1..65529.
+MODEL_VOCAB_SIZE = 65536
+
+# Key under which a trie node stores the id of the token that ends at that node. Byte keys are 0..255, so -1
+# cannot clash with a child edge.
+_TOKEN_ID = -1
+
+
+def load_world_vocab(vocab_file: str) -> dict[int, bytes]:
+    """Parse an RWKV World vocabulary file into ``{id: token_bytes}``.
+
+    Each line is ``<id> <Python literal> <byte length>``; the literal is a ``str`` (stored as its UTF-8 bytes) or a
+    ``bytes`` literal for tokens that are not valid UTF-8. Literals are parsed with ``ast.literal_eval``, never
+    ``eval``, and the stated byte length is checked.
+    """
+    vocab: dict[int, bytes] = {}
+    with open(vocab_file, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            # The literal itself may contain spaces, so split off the first and the last field only.
+            idx_text, rest = line.split(" ", 1)
+            literal, length_text = rest.rsplit(" ", 1)
+            value = ast.literal_eval(literal)
+            if isinstance(value, str):
+                token = value.encode("utf-8")
+            elif isinstance(value, bytes):
+                token = value
+            else:
+                raise ValueError(f"{vocab_file}:{line_no}: expected a str or bytes literal, got {type(value).__name__}")
+            if len(token) != int(length_text):
+                raise ValueError(f"{vocab_file}:{line_no}: token is {len(token)} bytes, the file says {length_text}")
+            idx = int(idx_text)
+            if idx in vocab:
+                raise ValueError(f"{vocab_file}:{line_no}: duplicate id {idx}")
+            vocab[idx] = token
+    return vocab
+
+
+class RwkvWorldTokenizer(PreTrainedTokenizer):
+    """The RWKV World tokenizer: greedy longest match over UTF-8 bytes with a byte trie.
+
+    Encoding matches ``rwkv.rwkv_tokenizer.TRIE_TOKENIZER`` id for id on any text that does not contain the literal
+    special token text ``"<|endoftext|>"`` (which, as usual in transformers, is mapped to id 0). No special tokens are
+    added when encoding (``add_special_tokens`` has nothing to add), and padding is on the left by default because
+    an RNN generating after a right-padded prompt would have consumed the padding.
+
+    Decoding joins the bytes of all tokens and decodes them as UTF-8 with ``errors="replace"``: an incomplete or
+    invalid byte sequence becomes U+FFFD instead of raising. Ids 65530..65535 (unused) decode to ``""``; ids outside
+    ``[0, 65536)`` that are not added tokens raise ``ValueError``.
+
+    Args:
+        vocab_file (`str`, *optional*):
+            Path to ``rwkv_vocab_v20230424.txt``. Defaults to the copy shipped with this package.
+        eos_token, bos_token, pad_token (`str`, *optional*, defaults to ``"<|endoftext|>"``):
+            All three are id 0, the document separator the RWKV models were trained with.
+        padding_side (`str`, *optional*, defaults to ``"left"``).
+    """
+
+    vocab_files_names = {"vocab_file": VOCAB_FILE_NAME}
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "left"
+
+    def __init__(
+        self,
+        vocab_file: str | None = None,
+        eos_token: str = EOT_TOKEN,
+        bos_token: str = EOT_TOKEN,
+        pad_token: str = EOT_TOKEN,
+        padding_side: str = "left",
+        clean_up_tokenization_spaces: bool = False,
+        **kwargs,
+    ):
+        self.vocab_file = vocab_file if vocab_file is not None else DEFAULT_VOCAB_FILE
+        id_to_bytes = load_world_vocab(self.vocab_file)
+        if EOT_ID in id_to_bytes or max(id_to_bytes) >= MODEL_VOCAB_SIZE:
+            raise ValueError(f"{self.vocab_file}: ids must lie in 1..{MODEL_VOCAB_SIZE - 1}")
+        if any(id_to_bytes.get(b + 1) != bytes([b]) for b in range(256)):
+            raise ValueError(f"{self.vocab_file}: ids 1..256 must be the single bytes 0x00..0xFF")
+
+        # id -> token string (latin-1 view of the bytes); unused ids get placeholder names so that the id space
+        # equals the model's embedding rows (len(tokenizer) == 65536, tokens added later get ids >= 65536).
+        self._id_to_token: list[str] = [EOT_TOKEN] + [""] * (MODEL_VOCAB_SIZE - 1)
+        self._unused_tokens: set[str] = set()
+        for idx in range(1, MODEL_VOCAB_SIZE):
+            if idx in id_to_bytes:
+                self._id_to_token[idx] = id_to_bytes[idx].decode("latin-1")
+            else:
+                self._id_to_token[idx] = f"<|unused{idx}|>"
+                self._unused_tokens.add(self._id_to_token[idx])
+        self._token_to_id: dict[str, int] = {tok: idx for idx, tok in enumerate(self._id_to_token)}
+        if len(self._token_to_id) != MODEL_VOCAB_SIZE:
+            raise ValueError(f"{self.vocab_file}: duplicate tokens, or a token equal to a special/placeholder name")
+
+        # Byte trie as nested dicts: node[byte] -> child node, node[_TOKEN_ID] -> id of the token ending here.
+        self._trie: dict[int, dict] = {}
+        for idx, token in id_to_bytes.items():
+            node = self._trie
+            for byte in token:
+                node = node.setdefault(byte, {})
+            node[_TOKEN_ID] = idx
+
+        # The base class calls get_vocab() while registering the special tokens, so the vocab must exist first.
+        super().__init__(
+            eos_token=eos_token,
+            bos_token=bos_token,
+            pad_token=pad_token,
+            padding_side=padding_side,
+            # Cleaning up "tokenization spaces" would change the text; byte-level decoding must be exact.
+            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            **kwargs,
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the base id space, 65536 (the model's embedding rows), excluding tokens added later."""
+        return MODEL_VOCAB_SIZE
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token string -> id for all 65536 base ids plus added tokens (a new dict each call)."""
+        vocab = dict(self._token_to_id)
+        vocab.update(self._added_tokens_encoder)
+        return vocab
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Greedy longest-match ids of a byte string (no special tokens, no added tokens); ``len`` <= ``len(data)``."""
+        trie = self._trie
+        ids: list[int] = []
+        pos, end = 0, len(data)
+        while pos < end:
+            # Walk down the trie as far as the input allows; remember the last node that ends a token. Every
+            # single byte is a token, so each step consumes at least one byte.
+            node = trie
+            best_id, best_end = -1, pos
+            i = pos
+            while i < end:
+                node = node.get(data[i])
+                if node is None:
+                    break
+                i += 1
+                token_id = node.get(_TOKEN_ID)
+                if token_id is not None:
+                    best_id, best_end = token_id, i
+            ids.append(best_id)
+            pos = best_end
+        return ids
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        """Raw bytes of ``ids`` (the inverse of `encode_bytes`); id 0 gives ``b"<|endoftext|>"``, unused ids ``b""``."""
+        return self.convert_tokens_to_bytes(self.convert_ids_to_tokens([int(i) for i in ids]))
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        """Split ``text`` (already cut at added tokens by the base class) into latin-1 token strings."""
+        # Strict UTF-8: a str with lone surrogates is not valid text and raises UnicodeEncodeError.
+        return [self._id_to_token[i] for i in self.encode_bytes(text.encode("utf-8"))]
+
+    def _convert_token_to_id(self, token: str) -> int:
+        try:
+            return self._token_to_id[token]
+        except KeyError:
+            # Every byte is a token, so there is no unk token; an unknown string is a caller error.
+            raise ValueError(f"{token!r} is not a token of the RWKV World vocabulary") from None
+
+    def _convert_id_to_token(self, index: int) -> str:
+        if not 0 <= index < MODEL_VOCAB_SIZE:
+            raise ValueError(f"Token id {index} is outside the RWKV World vocabulary [0, {MODEL_VOCAB_SIZE})")
+        return self._id_to_token[index]
+
+    def convert_tokens_to_bytes(self, tokens: list[str]) -> bytes:
+        """Concatenate the bytes of ``tokens``: added/special tokens as UTF-8, placeholders as nothing, base tokens
+        through their latin-1 view."""
+        out = bytearray()
+        added = self._added_tokens_encoder
+        for token in tokens:
+            if token in added:
+                out += token.encode("utf-8")
+            elif token in self._unused_tokens:
+                continue
+            else:
+                try:
+                    out += token.encode("latin-1")
+                except UnicodeEncodeError:
+                    raise ValueError(f"{token!r} is not a token of the RWKV World vocabulary") from None
+        return bytes(out)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Exact inverse of tokenisation for valid text; invalid/incomplete UTF-8 becomes U+FFFD, never an error."""
+        return self.convert_tokens_to_bytes(tokens).decode("utf-8", errors="replace")
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
+        """Copy the vocabulary file into ``save_directory``; returns its path as a 1-tuple."""
+        if not os.path.isdir(save_directory):
+            raise ValueError(f"Vocabulary path ({save_directory}) should be a directory")
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        out_file = os.path.join(save_directory, prefix + VOCAB_FILE_NAME)
+        # Copy rather than re-serialise: the file is the reference format (and licence-carrying artefact) as is.
+        if os.path.abspath(out_file) != os.path.abspath(self.vocab_file):
+            shutil.copyfile(self.vocab_file, out_file)
+        return (out_file,)
