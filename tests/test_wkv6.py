@@ -81,3 +81,31 @@ def test_chunked_gradients_equal_recurrence_gradients(decay):
     for g, g_ref in zip(grads(wkv6_chunked, chunk_size=8), grads(wkv6_reference), strict=True):
         assert torch.isfinite(g).all()
         assert (g - g_ref).abs().max() <= 1e-9 * (1 + g_ref.abs().max())
+
+
+def test_fla_call_convention(monkeypatch):
+    """No GPU in CI: check how wkv6_fla calls fla (time-major, log-decay, scale 1, state in/out) by standing in
+    fla's own pure-PyTorch recurrence for its Triton kernels. The kernels themselves are checked on a GPU by hand."""
+    fla_rwkv6 = pytest.importorskip("fla.ops.rwkv6")
+    naive = pytest.importorskip("fla.ops.rwkv6.recurrent_naive").naive_recurrent_rwkv6
+    calls = []
+
+    def stand_in(name):
+        def kernel(r, k, v, w, u, scale, initial_state, output_final_state, **kwargs):
+            calls.append(name)
+            assert scale == 1.0 and output_final_state
+            o, state = naive(*(t.transpose(1, 2) for t in (r, k, v, w)), u, scale=scale,
+                             initial_state=initial_state, output_final_state=True)
+            return o.transpose(1, 2), state
+        return kernel
+
+    monkeypatch.setattr(fla_rwkv6, "chunk_rwkv6", stand_in("chunk"))
+    monkeypatch.setattr(fla_rwkv6, "fused_recurrent_rwkv6", stand_in("fused_recurrent"))
+    from auroralong_hf.modeling.wkv6 import wkv6_fla
+
+    for seq_len in (1, 100):
+        r, k, v, log_w, u, state = (t.float() for t in random_inputs(2, seq_len, 2, 8, 1.0, -1.0))
+        o, s = wkv6_fla(r, k, v, log_w, u, state)
+        o_ref, s_ref = wkv6_chunked(r, k, v, log_w, u, state)
+        assert torch.allclose(o, o_ref, atol=1e-5) and torch.allclose(s, s_ref, atol=1e-5)
+    assert calls == ["fused_recurrent", "chunk"]
