@@ -18,7 +18,8 @@ def test_generate_with_a_random_model(capsys):
 
 
 def test_convert_then_generate_from_the_folder(tmp_path, capsys):
-    source = write_blinkdl_checkpoint(make_blinkdl_state_dict(hidden_size=128, num_layers=1, vocab=65536), tmp_path / "m.pth")
+    weights = make_blinkdl_state_dict(hidden_size=128, num_layers=1, vocab=65536)  # the World tokenizer's ids
+    source = write_blinkdl_checkpoint(weights, tmp_path / "m.pth")
     out = tmp_path / "converted"
     assert main(["convert", "rwkv6", str(source), str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
