@@ -416,8 +416,9 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
                 hidden_states, *state, attention_mask, backend, self.config.wkv_chunk_size
             )
             if past_key_values is not None:
-                past_key_values.attn_shift[i] = attn_shift.to(past_key_values.attn_shift[i].dtype)
-                past_key_values.ffn_shift[i] = ffn_shift.to(past_key_values.ffn_shift[i].dtype)
+                # copies: the shift vectors are views of [B, T, C] activations, which must not outlive this call
+                past_key_values.attn_shift[i] = attn_shift.to(past_key_values.attn_shift[i].dtype, copy=True)
+                past_key_values.ffn_shift[i] = ffn_shift.to(past_key_values.ffn_shift[i].dtype, copy=True)
                 past_key_values.wkv[i] = wkv
 
         hidden_states = self.norm(hidden_states)

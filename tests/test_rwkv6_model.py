@@ -194,3 +194,10 @@ def test_bad_input_is_named(tiny_rwkv6):
         tiny_rwkv6(torch.tensor([[1, 2]]), past_key_values=Rwkv6Cache(other, 1), use_cache=True)
     with pytest.raises(ValueError, match="holds 2 sequences"):
         tiny_rwkv6(torch.tensor([[1, 2]]), past_key_values=Rwkv6Cache(tiny_rwkv6.config, 2), use_cache=True)
+
+
+def test_state_holds_no_activations(tiny_rwkv6):
+    cache = tiny_rwkv6(torch.randint(0, 300, (1, 500)), use_cache=True).past_key_values
+    for states in (cache.attn_shift, cache.ffn_shift, cache.wkv):
+        for state in states:
+            assert state.untyped_storage().nbytes() == state.numel() * state.element_size()
