@@ -150,16 +150,18 @@ def finch_like_wkv_inputs(seq_len: int, heads: int, head_size: int, *, batch: in
 
 
 def _bench_wkv(args, log) -> dict:
+    from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
     from auroralong_hf.modeling.wkv6 import wkv6_chunked, wkv6_reference
 
+    chunk_size = Rwkv6Config.wkv_chunk_size  # the model's default
     heads = args.hidden_size // args.head_size
     r, k, v, log_w, u = finch_like_wkv_inputs(args.seq_len, heads, args.head_size, seed=args.seed)
     result = {"seq_len": args.seq_len, "heads": heads, "head_size": args.head_size, "batch": 1, "dtype": "float32",
-              "chunk_size": 32}
+              "chunk_size": chunk_size}
     outputs = {}
 
     def chunked():
-        outputs["chunked"] = wkv6_chunked(r, k, v, log_w, u, chunk_size=32)
+        outputs["chunked"] = wkv6_chunked(r, k, v, log_w, u, chunk_size=chunk_size)
 
     def reference():
         outputs["reference"] = wkv6_reference(r, k, v, log_w, u)
@@ -549,7 +551,7 @@ def _table(report: dict) -> str:
 
     wkv = report["wkv"]
     rows.append((f"1. WKV op T={wkv['seq_len']} H={wkv['heads']} K={wkv['head_size']} B=1 fp32", "", "", ""))
-    rows.append(("   wkv6_chunked (chunk 32)", _seconds(wkv["chunked_s"]), "", ""))
+    rows.append((f"   wkv6_chunked (chunk {wkv['chunk_size']})", _seconds(wkv["chunked_s"]), "", ""))
     rows.append(("   wkv6_reference (per-token loop)", _seconds(wkv["reference_s"]), "", ""))
     rows.append(("   fla naive_recurrent_rwkv6 (per-token)",
                  _seconds(wkv["fla_naive_s"]) if wkv["fla_naive_s"] else wkv["fla_note"], "", ""))

@@ -48,7 +48,7 @@ class Rwkv6Config(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     group_norm_eps: float = 64e-5
     wkv_backend: str = "auto"
-    wkv_chunk_size: int = 32
+    wkv_chunk_size: int = 16
     initializer_range: float = 0.02
     use_cache: bool = True
     tie_word_embeddings: bool = False

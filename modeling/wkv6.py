@@ -41,29 +41,40 @@ def wkv6_reference(r, k, v, log_w, u, state=None):
 
 
 # Largest |exponent| the chunked form lets a factor reach: exp(60) ~ 1e26 and exp(-60) ~ 1e-26 stay normal fp32.
+# Decay factors below exp(-60) are raised to it: far below fp32 resolution relative to the terms they scale, and it
+# keeps denormal numbers (which CPUs process ~100x slower) out of the state.
 _SAFE_EXPONENT = {torch.float32: 60.0, torch.float64: 600.0}
 
 
-def _pairwise_chunk_scores(r, k, decay_before, decay_through):
-    """scores[t, s] = sum_c r_t k_s exp(decay_before_t - decay_through_s), s < t, formed channel by channel.
+def _fast_channel_terms(r, k, log_w, fast, safe_exponent):
+    """The chunk terms of `fast` channels (decay over the chunk beyond exp(-safe_exponent)), formed one by one.
 
-    Exact for any decay, but [.., L, L, K] in memory: used only for chunks whose decay is too strong to factor.
+    r, k, log_w [B, H, n, L, K]; fast [B, H, n, K]. Those channels forget too fast for the factored form, so their
+    token-to-token decays are formed pairwise, exponents in fp64 (differences of large cumulative sums).
+    Returns the M fast (b, h, n, channel) indices, score terms [M, L, L] (r_t k_s exp(sum_{s<j<t} w_j), s < t)
+    and the keys decayed to the chunk's end [M, L] (k_s exp(sum_{j>s} w_j)).
     """
-    length = r.shape[-2]
-    causal = torch.ones(length, length, dtype=torch.bool, device=r.device).tril(-1)
-    pairwise = decay_before.unsqueeze(-2) - decay_through.unsqueeze(-3)  # [.., L(t), L(s), K]
-    pairwise = pairwise.masked_fill(~causal[:, :, None], float("-inf")).exp()
-    return torch.einsum("...tsk,...sk->...ts", r.unsqueeze(-2) * pairwise, k)
+    b, h, n, c = fast.nonzero(as_tuple=True)
+    length = r.shape[3]
+    through = log_w[b, h, n, :, c].double().cumsum(dim=-1)  # [M, L]
+    before = torch.nn.functional.pad(through[:, :-1], (1, 0))
+    strictly_causal = torch.ones(length, length, dtype=torch.bool, device=r.device).tril(-1)
+    exponent = (before.unsqueeze(2) - through.unsqueeze(1)).clamp(min=-safe_exponent)
+    decay = exponent.masked_fill(~strictly_causal, float("-inf")).exp().to(r.dtype)  # [M, L(t), L(s)]
+    keys = k[b, h, n, :, c]
+    terms = r[b, h, n, :, c].unsqueeze(2) * keys.unsqueeze(1) * decay
+    keys_to_end = keys * (through[:, -1:] - through).clamp(min=-safe_exponent).exp().to(r.dtype)
+    return (b, h, n, c), terms, keys_to_end
 
 
-def wkv6_chunked(r, k, v, log_w, u, state=None, chunk_size=32, chunks_per_segment=64):
+def wkv6_chunked(r, k, v, log_w, u, state=None, chunk_size=16, chunks_per_segment=64):
     """Exact chunked-parallel WKV: matrix products inside chunks, the state carried across chunks.
 
     Inside a chunk, the decay of k_s v_s^T seen at t > s is exp(P_t - Q_s) (P, Q: the chunk's cumulative
     log-decay before / through a position), factored as exp(P_t) * exp(-Q_s) so the scores are one matmul.
-    That factoring overflows when a channel's decay over the whole chunk exceeds _SAFE_EXPONENT; such chunks
-    (strongly forgetting heads of trained checkpoints) take the exact pairwise form instead, so the result is
-    exact for any decay. Chunks are processed `chunks_per_segment` at a time to bound memory.
+    The factoring would overflow for a channel whose decay over the chunk exceeds exp(-_SAFE_EXPONENT); those
+    channels (fast-forgetting ones of trained checkpoints) are left out of the matmul and their terms formed one by
+    one, so the result is exact for any decay. Chunks are processed `chunks_per_segment` at a time to bound memory.
     """
     batch, seq_len, heads, key_dim = r.shape
     value_dim = v.shape[-1]
@@ -73,6 +84,7 @@ def wkv6_chunked(r, k, v, log_w, u, state=None, chunk_size=32, chunks_per_segmen
         state = r.new_zeros(batch, heads, key_dim, value_dim, dtype=dtype)
     state = state.to(dtype)
     u = u.to(dtype)
+    log_w = log_w.clamp(min=-safe_exponent)  # a per-step factor below exp(-60) is as good as exp(-60)
 
     # Round T up to whole chunks with padding tokens (k = 0, log_w = 0: the state passes through unchanged).
     padded_len = -(-seq_len // chunk_size) * chunk_size
@@ -92,26 +104,24 @@ def wkv6_chunked(r, k, v, log_w, u, state=None, chunk_size=32, chunks_per_segmen
         # P_t = sum_{j < t} w_j, taken from Q (not Q - w) so that P_t - Q_{t-1} is exactly 0
         decay_before = torch.nn.functional.pad(decay_through[:, :, :, :-1], (0, 0, 1, 0))
         chunk_decay = decay_through[:, :, :, -1]  # [B, H, n, K]
+        fast = chunk_decay < -safe_exponent  # [B, H, n, K]
 
-        r_decayed = r_s * decay_before.exp()  # r_t exp(P_t): also reads the incoming state below
-        k_grown = k_s * (-decay_through).clamp(max=safe_exponent).exp()  # k_s exp(-Q_s)
-        scores = (r_decayed @ k_grown.transpose(-1, -2)) * strictly_causal
-        # what each chunk adds to the state by its end: sum_s exp(Q_end - Q_s) k_s v_s^T
-        k_to_end = k_grown * chunk_decay.exp().unsqueeze(3)
-        unsafe = chunk_decay.amin(dim=-1) < -safe_exponent  # [B, H, n]
-        if unsafe.any():
-            # fp64 cumulative sums: their differences are the exponents, and strong decays make them large
-            through = w_s[unsafe].double().cumsum(dim=-2)
-            before = torch.nn.functional.pad(through[..., :-1, :], (0, 0, 1, 0))
-            pairwise = _pairwise_chunk_scores(r_s[unsafe].double(), k_s[unsafe].double(), before, through)
-            scores[unsafe] = pairwise.to(dtype)
-            k_to_end[unsafe] = k_s[unsafe] * (through[..., -1:, :] - through).exp().to(dtype)
+        r_decayed = r_s * decay_before.clamp(min=-safe_exponent).exp()  # r_t exp(P_t): also reads the state
+        k_grown = k_s * (-decay_through).clamp(max=safe_exponent).exp()  # k_s exp(-Q_s), finite for every channel
+        k_grown = k_grown.masked_fill(fast.unsqueeze(3), 0.0)
+        scores = (r_decayed @ k_grown.transpose(-1, -2)) * strictly_causal  # [B, H, n, L, L]
+        # what each chunk adds to the state by its end is sum_s exp(Q_end - Q_s) k_s v_s^T
+        k_to_end = k_s * (chunk_decay.unsqueeze(3) - decay_through).exp()
+        if fast.any():
+            (b, h, n, c), terms, keys_to_end = _fast_channel_terms(r_s, k_s, w_s, fast, safe_exponent)
+            scores = scores.index_put((b, h, n), terms, accumulate=True)
+            k_to_end[b, h, n, :, c] = keys_to_end
         bonus = (r_s * u[:, None, None] * k_s).sum(-1, keepdim=True)  # the current token's own k v^T, weighted by u
         o_s = scores @ v_s + bonus * v_s
 
         # the state entering each chunk
         chunk_kv = k_to_end.transpose(-1, -2) @ v_s  # [B, H, n, K, V]
-        chunk_decay = chunk_decay.exp().unsqueeze(-1)  # [B, H, n, K, 1]
+        chunk_decay = chunk_decay.clamp(min=-safe_exponent).exp().unsqueeze(-1)  # [B, H, n, K, 1]
         states_in = []
         for n in range(r_s.shape[2]):
             states_in.append(state)
