@@ -317,13 +317,15 @@ def _check_key_set(found, expected, path, fmt: str, display=None) -> None:
         raise ValueError(f"{path} is not a complete RWKV-6 checkpoint in {fmt} naming: " + "; ".join(parts))
 
 
-def _geometry_from_blinkdl(sd: dict[str, torch.Tensor], num_layers: int, path) -> dict[str, int]:
-    def shape(name, ndim):
-        t = sd[name]
-        if t.dim() != ndim:
-            raise ValueError(f"{path}: tensor {name} has shape {tuple(t.shape)}, expected {ndim} dimensions.")
-        return tuple(t.shape)
+def _shape(sd: dict[str, torch.Tensor], name: str, ndim: int, path) -> tuple[int, ...]:
+    tensor = sd[name]
+    if tensor.dim() != ndim:
+        raise ValueError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, expected {ndim} dimensions.")
+    return tuple(tensor.shape)
 
+
+def _geometry_from_blinkdl(sd: dict[str, torch.Tensor], num_layers: int, path) -> dict[str, int]:
+    shape = lambda name, ndim: _shape(sd, name, ndim, path)  # noqa: E731
     vocab, hidden = shape("emb.weight", 2)
     heads, head_size = shape("blocks.0.att.time_faaaa", 2)
     ffn, _ = shape("blocks.0.ffn.key.weight", 2)
@@ -346,12 +348,7 @@ def _geometry_from_blinkdl(sd: dict[str, torch.Tensor], num_layers: int, path) -
 
 
 def _geometry_from_fla(sd: dict[str, torch.Tensor], num_layers: int, path) -> dict[str, int]:
-    def shape(name, ndim):
-        t = sd[name]
-        if t.dim() != ndim:
-            raise ValueError(f"{path}: tensor {name} has shape {tuple(t.shape)}, expected {ndim} dimensions.")
-        return tuple(t.shape)
-
+    shape = lambda name, ndim: _shape(sd, name, ndim, path)  # noqa: E731
     vocab, hidden = shape("model.embeddings.weight", 2)
     heads, head_size = shape("model.layers.0.attn.bonus", 2)
     ffn, _ = shape("model.layers.0.ffn.key.linear.weight", 2)
