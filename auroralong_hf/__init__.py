@@ -1,8 +1,19 @@
 """AuroraLong for Hugging Face: importing this package registers every class with the Auto classes."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import PrefixChange
 
-from .modeling import Rwkv6Cache, Rwkv6Config, Rwkv6ForCausalLM, Rwkv6Model
+from .modeling import (
+    Rwkv6Cache,
+    Rwkv6Config,
+    Rwkv6ForCausalLM,
+    Rwkv6Model,
+    SiglipToMeVisionConfig,
+    SiglipToMeVisionModel,
+    merge_schedule,
+    tokens_per_frame,
+)
 from .processing import RwkvWorldTokenizer
 
 __version__ = "0.1.0"
@@ -12,4 +23,15 @@ AutoModel.register(Rwkv6Config, Rwkv6Model, exist_ok=True)
 AutoModelForCausalLM.register(Rwkv6Config, Rwkv6ForCausalLM, exist_ok=True)
 AutoTokenizer.register(Rwkv6Config, slow_tokenizer_class=RwkvWorldTokenizer, exist_ok=True)
 
-__all__ = ["Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer"]
+AutoConfig.register(SiglipToMeVisionConfig.model_type, SiglipToMeVisionConfig, exist_ok=True)
+AutoModel.register(SiglipToMeVisionConfig, SiglipToMeVisionModel, exist_ok=True)
+# SigLIP checkpoints name the tower's weights `vision_model.*`; transformers strips that prefix only for its own
+# SiglipVisionModel class name, so the subclass gets the same rule.
+register_checkpoint_conversion_mapping(
+    SiglipToMeVisionModel.__name__, [PrefixChange(prefix_to_remove="vision_model")], overwrite=True
+)
+
+__all__ = [
+    "Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer",
+    "SiglipToMeVisionConfig", "SiglipToMeVisionModel", "merge_schedule", "tokens_per_frame",
+]
