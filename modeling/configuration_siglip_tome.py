@@ -36,8 +36,8 @@ class SiglipToMeVisionConfig(SiglipVisionConfig):
     model_type = "auroralong_siglip_tome"
     base_config_key = "vision_config"
 
-    token_kept_ratio: float = 0.1
-    tome_r: int | list[int] | None = None
+    token_kept_ratio: float | int = 0.1
+    tome_r: int | list[int] | tuple[int, ...] | None = None
     tome_schedule: str = "even"
     tome_sort: str = "ascending"
     proportional_attention: bool = True
@@ -48,6 +48,9 @@ class SiglipToMeVisionConfig(SiglipVisionConfig):
     def __post_init__(self, **kwargs):
         # A SigLIP folder's config.json says model_type "siglip_vision_model": this config keeps its own.
         kwargs.pop("model_type", None)
+        self.token_kept_ratio = float(self.token_kept_ratio)
+        if isinstance(self.tome_r, tuple):
+            self.tome_r = list(self.tome_r)
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):

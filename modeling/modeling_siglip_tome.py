@@ -143,11 +143,14 @@ class SiglipToMeVisionModel(SiglipVisionModel):
         output_hidden_states: bool | None = None,
         output_merge_sources: bool = False,
         interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> SiglipToMeVisionOutput:
+    ) -> SiglipToMeVisionOutput | tuple:
         """pixel_values [B, 3, H, W] (B frames) -> merged tokens [B, T_out, D] and what each of them covers."""
         config = self.config
+        if output_attentions:
+            raise ValueError("SiglipToMeVisionModel does not return attention maps (their size changes per layer).")
         self._check_inputs(pixel_values, interpolate_pos_encoding)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else config.output_hidden_states
@@ -189,7 +192,7 @@ class SiglipToMeVisionModel(SiglipVisionModel):
             tokens = tokens.select(torch.arange(1, tokens.x.shape[1], device=x.device).expand(batch, -1))
 
         last_hidden_state = self.post_layernorm(tokens.x)
-        return SiglipToMeVisionOutput(
+        output = SiglipToMeVisionOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=self.head(last_hidden_state) if self.use_head else None,
             hidden_states=all_hidden_states,
@@ -197,6 +200,7 @@ class SiglipToMeVisionModel(SiglipVisionModel):
             token_positions=tokens.positions,
             merge_sources=tokens.sources,
         )
+        return output.to_tuple() if return_dict is False else output
 
     def _layer(self, layer, layer_idx: int, tokens: Tokens, r: int, proportional: bool, num_patches: int) -> Tokens:
         """One encoder layer: attention (with log-size bias), then merge r tokens and re-order, then the MLP."""
@@ -241,10 +245,11 @@ class SiglipToMeVisionModel(SiglipVisionModel):
                 f"pixel_values are {pixel_values.shape[-2]}x{pixel_values.shape[-1]}, the encoder takes "
                 f"{size[0]}x{size[1]} (or pass interpolate_pos_encoding=True)."
             )
-        if config.proportional_attention and "flash" in (config._attn_implementation or ""):
+        implementation = config._attn_implementation or ""
+        if config.proportional_attention and ("flash" in implementation or "flex" in implementation):
             raise ValueError(
-                f"attn_implementation={config._attn_implementation!r} cannot add the proportional-attention bias; "
-                "use 'sdpa' or 'eager', or set proportional_attention=False."
+                f"attn_implementation={implementation!r} cannot add the proportional-attention bias (log of each "
+                "token's size); use 'sdpa' or 'eager', or set proportional_attention=False."
             )
 
 
