@@ -1,4 +1,4 @@
-"""The `auroralong` command line: `generate`, `convert rwkv6`, `bench lm`.
+"""The `auroralong` command line: `generate`, `convert rwkv6`, `bench lm`, `bench vision`, `tome-viz`.
 
 Sub-commands import their heavy modules only when they run, so `auroralong --help` stays fast.
 """
@@ -74,6 +74,28 @@ def _bench_lm(args) -> int:
     return 0
 
 
+def _bench_vision(args) -> int:
+    from .bench import bench_vision
+
+    bench_vision(args)
+    return 0
+
+
+def _tome_viz(args) -> int:
+    from .tome_viz import tome_viz
+
+    report = tome_viz(args.input, args.output, token_kept_ratio=args.token_kept_ratio, model_dir=args.model,
+                      frames=args.frames, sort=args.sort, seed=args.seed)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        frames = ", ".join(str(i) for i in report["frame_indices"])
+        print(f"{report['output']}: {len(report['frame_indices'])} frame(s) of {report['input']} (index {frames} of "
+              f"{report['total_frames']}), {report['tokens_per_frame']} tokens per frame from {report['num_patches']} "
+              f"patches (token_kept_ratio {report['token_kept_ratio']:g}, sort {report['sort']}); {report['model']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auroralong", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_lm_arguments(lm)
     lm.set_defaults(run=_bench_lm)
+    vision = bench_kinds.add_parser(
+        "vision", help="S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds"
+    )
+    from .bench import add_bench_vision_arguments
+
+    add_bench_vision_arguments(vision)
+    vision.set_defaults(run=_bench_vision)
+
+    viz = commands.add_parser(
+        "tome-viz", help="draw S-ToMe's merged groups and the tokens' visiting order over an image or video's frames"
+    )
+    viz.add_argument("input", help="an image (anything Pillow reads) or a video (anything PyAV decodes)")
+    viz.add_argument("-o", "--output", required=True, help="the PNG to write (replaced atomically)")
+    viz.add_argument("--token-kept-ratio", type=float, default=None,
+                     help="fraction of the patches kept, in (0, 1] (default: the model config's; 0.1 without --model)")
+    viz.add_argument("--model", help="a save_pretrained folder of a SigLIP / S-ToMe vision tower; absent: a random "
+                                     "tiny encoder on the real 384/16 patch grid")
+    viz.add_argument("--frames", type=int, default=4, help="frames drawn, taken evenly from a video (default 4)")
+    viz.add_argument("--sort", choices=["ascending", "descending", "none", "random"], default=None,
+                     help="token order after each merge (default: the config's, ascending)")
+    viz.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
+    viz.add_argument("--json", action="store_true", help="print one JSON object")
+    viz.set_defaults(run=_tome_viz)
     return parser
 
 
