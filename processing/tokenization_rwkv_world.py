@@ -9,7 +9,8 @@ Id layout (the model's embedding has 65,536 rows):
 * ``0``: ``"<|endoftext|>"``, the end-of-text / document separator; used as eos, bos and pad token.
 * ``1..256``: the single bytes ``0x00..0xFF`` (byte ``b`` has id ``b + 1``), so any input can be encoded.
 * ``257..65529``: multi-byte tokens from the vocabulary file.
-* ``65530..65535``: unused embedding rows. Their token strings are placeholders ``"<|unused65530|>"`` etc. and
+* ``65534``, ``65535``: ``"<image>"`` and ``"<video>"``, the visual placeholders (special tokens).
+* ``65530..65533``: unused embedding rows. Their token strings are placeholders ``"<|unused65530|>"`` etc. and
   they decode to the empty string (rather than raising), so a stray sampled id cannot break generation.
 
 Token strings: a vocabulary token is its raw bytes mapped one-to-one onto the code points U+0000..U+00FF
@@ -31,6 +32,11 @@ DEFAULT_VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), VO
 
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 0
+# Placeholders of visual tokens in the text: two of the embedding rows the vocabulary file leaves unused, so the
+# model needs no new rows. The processor expands each one into a frame's run of visual tokens.
+IMAGE_TOKEN, IMAGE_ID = "<image>", 65534
+VIDEO_TOKEN, VIDEO_ID = "<video>", 65535
+VISUAL_TOKENS = {IMAGE_ID: IMAGE_TOKEN, VIDEO_ID: VIDEO_TOKEN}
 # The RWKV World models have 65536 embedding rows; the vocabulary file only fills ids 1..65529.
 MODEL_VOCAB_SIZE = 65536
 
@@ -119,6 +125,8 @@ class RwkvWorldTokenizer(PreTrainedTokenizer):
         for idx in range(1, MODEL_VOCAB_SIZE):
             if idx in id_to_bytes:
                 self._id_to_token[idx] = id_to_bytes[idx].decode("latin-1")
+            elif idx in VISUAL_TOKENS:
+                self._id_to_token[idx] = VISUAL_TOKENS[idx]
             else:
                 self._id_to_token[idx] = f"<|unused{idx}|>"
                 self._unused_tokens.add(self._id_to_token[idx])
@@ -135,6 +143,7 @@ class RwkvWorldTokenizer(PreTrainedTokenizer):
             node[_TOKEN_ID] = idx
 
         # The base class calls get_vocab() while registering the special tokens, so the vocab must exist first.
+        kwargs.setdefault("extra_special_tokens", [IMAGE_TOKEN, VIDEO_TOKEN])
         super().__init__(
             eos_token=eos_token,
             bos_token=bos_token,

@@ -126,11 +126,11 @@ def _invalid(data: bytes) -> bool:
 
 
 def test_unused_and_out_of_range_ids(tok):
-    unused = list(range(65530, 65536))
+    unused = list(range(65530, 65534))
     assert tok.decode(unused) == ""
     assert tok.decode([98, *unused, 99]) == "ab"
     assert tok.convert_ids_to_tokens(65530) == "<|unused65530|>"
-    assert tok.convert_tokens_to_ids("<|unused65535|>") == 65535
+    assert tok.convert_tokens_to_ids("<|unused65533|>") == 65533
     for bad in (-1, 65536):
         with pytest.raises(ValueError, match="outside"):
             tok.decode([bad])
@@ -167,3 +167,12 @@ def test_encoding_speed(tok):
     elapsed = time.perf_counter() - start
     assert tok.decode(ids) == text
     assert elapsed < 2.0, f"encoding 100K chars took {elapsed:.2f} s"
+
+
+def test_visual_placeholders_are_special_tokens_on_unused_rows(tok):
+    assert tok.convert_tokens_to_ids(["<image>", "<video>"]) == [65534, 65535]
+    assert len(tok) == 65536  # no new embedding rows
+    ids = tok("a<video><video>b<image>").input_ids
+    assert ids == [98, 65535, 65535, 99, 65534]
+    assert tok.decode(ids) == "a<video><video>b<image>"
+    assert tok.decode(ids, skip_special_tokens=True) == "ab"
