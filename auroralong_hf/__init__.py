@@ -1,10 +1,11 @@
 """AuroraLong for Hugging Face: importing this package registers every class with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import PrefixChange
 
 from .modeling import (
+    AuroraLongConfig,
     Rwkv6Cache,
     Rwkv6Config,
     Rwkv6ForCausalLM,
@@ -14,7 +15,7 @@ from .modeling import (
     merge_schedule,
     tokens_per_frame,
 )
-from .processing import RwkvWorldTokenizer
+from .processing import AuroraLongProcessor, RwkvWorldTokenizer
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,10 @@ AutoTokenizer.register(Rwkv6Config, slow_tokenizer_class=RwkvWorldTokenizer, exi
 
 AutoConfig.register(SiglipToMeVisionConfig.model_type, SiglipToMeVisionConfig, exist_ok=True)
 AutoModel.register(SiglipToMeVisionConfig, SiglipToMeVisionModel, exist_ok=True)
+AutoConfig.register(AuroraLongConfig.model_type, AuroraLongConfig, exist_ok=True)
+AutoProcessor.register(AuroraLongConfig, AuroraLongProcessor, exist_ok=True)
+AutoTokenizer.register(AuroraLongConfig, slow_tokenizer_class=RwkvWorldTokenizer, exist_ok=True)
+
 # SigLIP checkpoints name the tower's weights `vision_model.*`; transformers strips that prefix only for its own
 # SiglipVisionModel class name, so the subclass gets the same rule.
 register_checkpoint_conversion_mapping(
@@ -32,6 +37,7 @@ register_checkpoint_conversion_mapping(
 )
 
 __all__ = [
-    "Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer",
+    "AuroraLongConfig", "AuroraLongProcessor", "Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model",
+    "RwkvWorldTokenizer",
     "SiglipToMeVisionConfig", "SiglipToMeVisionModel", "merge_schedule", "tokens_per_frame",
 ]

@@ -1,0 +1,162 @@
+"""AuroraLongProcessor: placeholders, sandwich prompt, pixel values from paths / frames / images, round trip."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor
+from videos import decode_frame_index, write_video
+
+from auroralong_hf import AuroraLongProcessor, SiglipToMeVisionConfig, tokens_per_frame
+
+TINY_VISION = {  # the real 384/16 patch grid (576 patches), tiny widths
+    "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 23,
+    "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1,
+}
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return AuroraLongProcessor.from_vision_config(TINY_VISION)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 4 s, 10 fps mp4 whose frames show their own index."""
+    path = tmp_path_factory.mktemp("videos") / "clip.mp4"
+    write_video(path, num_frames=40, fps=10, size=(64, 48))
+    return path
+
+
+def test_sandwich_prompt_exact_text(processor):
+    messages = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?\n\nBe brief."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A ball rolls."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Why?"}]},
+    ]
+    assert processor.apply_chat_template(messages) == (
+        "User: What happens?\nBe brief.\n<video>\nWhat happens?\nBe brief.\n\n"
+        "Assistant: A ball rolls.\n\n"
+        "User: Why?\n\n"
+        "Assistant:"
+    )
+    assert processor.stop_strings == ["\n\n"] and processor.tokenizer.encode("\n\n") == [261]
+    assert (processor.video_token, processor.image_token) == ("<video>", "<image>")
+    assert (processor.video_token_id, processor.image_token_id) == (65535, 65534)
+
+
+def test_placeholder_runs_match_the_tome_schedule(processor, clip):
+    out = processor(text="User: Describe.\n<video>\nDescribe.\n\nAssistant:", videos=str(clip))
+    frames = out["video_frame_counts"].item()
+    assert frames == 4  # 1 fps over a 4 s video: t = 0, 1, 2, 3
+    assert out["pixel_values_videos"].shape == (1, 4, 3, 384, 384)
+    ids = out["input_ids"][0].tolist()
+    assert ids.count(processor.video_token_id) == frames * 58
+    # the text parts are plain World-tokenizer ids
+    first = ids.index(processor.video_token_id)
+    assert ids[:first] == processor.tokenizer.encode("User: Describe.\n")
+    assert ids[first + frames * 58:] == processor.tokenizer.encode("\nDescribe.\n\nAssistant:")
+
+
+@pytest.mark.parametrize("settings", [
+    {"token_kept_ratio": 0.5}, {"token_kept_ratio": 0.2, "tome_schedule": "aurora", "num_hidden_layers": 24},
+    {"token_kept_ratio": 1.0}, {"tome_r": 10, "drop_first_token": True},
+])
+def test_tokens_per_frame_is_the_encoder_count(settings):
+    vision = {**TINY_VISION, **settings}
+    processor = AuroraLongProcessor.from_vision_config(vision, frame_separator="\n")
+    expected = tokens_per_frame(SiglipToMeVisionConfig(**vision))
+    assert processor.tokens_per_frame == expected
+    frames = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    ids = processor(text="<video>", videos=frames)["input_ids"][0].tolist()
+    assert ids.count(processor.video_token_id) == 3 * expected
+    assert ids.count(processor.tokenizer.encode("\n")[0]) == 2  # separators between the frames' runs
+
+
+def test_path_and_predecoded_frames_agree(processor, clip):
+    from_path = processor(text="<video>", videos=str(clip), num_frames=5)
+    decoded = processor.load_video(str(clip), num_frames=5)
+    assert [decode_frame_index(frame) for frame in decoded.frames] == decoded.indices
+    from_frames = processor(text="<video>", videos=decoded.frames)
+    from_list = processor(text="<video>", videos=[__import__("PIL.Image").Image.fromarray(f) for f in decoded.frames])
+    from_tensor = processor(text="<video>", videos=torch.from_numpy(decoded.frames).permute(0, 3, 1, 2))
+    for other in (from_frames, from_list, from_tensor):
+        assert torch.equal(from_path["pixel_values_videos"], other["pixel_values_videos"])
+        assert torch.equal(from_path["input_ids"], other["input_ids"])
+
+
+def test_one_frame_video_equals_the_image(processor):
+    frame = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    as_video = processor(text="<video>", videos=frame[None])
+    as_image = processor(text="<image>", images=frame)
+    assert torch.equal(as_video["pixel_values_videos"][0], as_image["pixel_values"])
+    assert (as_video["input_ids"] == processor.video_token_id).sum() == (
+        as_image["input_ids"] == processor.image_token_id).sum() == processor.tokens_per_frame
+
+
+def test_batch_of_videos_of_different_lengths(processor, clip):
+    out = processor(text=["<video> one", "two <video>"], videos=[str(clip), np.zeros((2, 8, 8, 3), np.uint8)])
+    assert out["video_frame_counts"].tolist() == [4, 2]
+    assert out["pixel_values_videos"].shape == (2, 4, 3, 384, 384)
+    assert out["pixel_values_videos"][1, 2:].abs().sum() == 0  # padding frames
+    assert out["attention_mask"][1, 0] == 0  # left padding
+    assert (out["input_ids"] == processor.video_token_id).sum(1).tolist() == [4 * 58, 2 * 58]
+
+
+def test_pad_to_square_keeps_aspect(processor):
+    wide = np.full((20, 80, 3), 255, dtype=np.uint8)  # white, 4:1
+    padded = AuroraLongProcessor.from_vision_config(TINY_VISION, pad_to_square=True)(
+        text="<image>", images=wide)["pixel_values"][0]
+    assert padded.shape == (3, 384, 384)
+    assert torch.allclose(padded[:, 0, :], torch.zeros(3, 384), atol=0.02)  # grey band = normalised 0
+    assert torch.allclose(padded[:, 192, :], torch.ones(3, 384), atol=0.02)  # the white image in the middle
+    squashed = processor(text="<image>", images=wide)["pixel_values"][0]
+    assert torch.allclose(squashed, torch.ones_like(squashed), atol=0.02)
+
+
+def test_chat_template_loads_videos(processor, clip):
+    messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": "Hi"}]}]
+    out = processor.apply_chat_template(messages, tokenize=True)
+    assert out["pixel_values_videos"].shape[1] == 4
+    text = processor.decode(out["input_ids"][0], skip_special_tokens=True)
+    assert text == "User: Hi\n\nHi\n\nAssistant:"
+
+
+def test_video_chunks_stream_the_same_frames(processor, clip):
+    whole = processor(text="<video>", videos=str(clip), fps=5)["pixel_values_videos"][0]
+    chunks = list(processor.video_chunks(str(clip), chunk_frames=6, fps=5))
+    assert [c["pixel_values_videos"].shape[1] for c in chunks] == [6, 6, 6, 2]
+    assert torch.equal(torch.cat([c["pixel_values_videos"][0] for c in chunks]), whole)
+    assert torch.cat([c["frame_indices"] for c in chunks]).tolist() == list(range(0, 40, 2))
+
+
+def test_save_and_load_round_trip(processor, clip, tmp_path):
+    custom = AuroraLongProcessor.from_vision_config(TINY_VISION, num_frames=3, frame_separator="\n")
+    custom.save_pretrained(tmp_path)
+    for loaded in (AuroraLongProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert isinstance(loaded, AuroraLongProcessor)
+        assert (loaded.num_frames, loaded.frame_separator, loaded.tokens_per_frame) == (3, "\n", 58)
+        a, b = custom(text="x <video>", videos=str(clip)), loaded(text="x <video>", videos=str(clip))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert loaded.apply_chat_template([{"role": "user", "content": "q"}]) == "User: q\n\nAssistant:"
+
+
+def test_placeholder_count_must_match(processor):
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="1 <video> placeholder.*but 2 videos"):
+        processor(text="<video>", videos=[frames, frames])
+    with pytest.raises(ValueError, match="2 <video> placeholder.*but 1 videos"):
+        processor(text="<video><video>", videos=frames)
+    with pytest.raises(ValueError, match="0 <image> placeholder.*but 1 images"):
+        processor(text="hi", images=frames[0])
+    with pytest.raises(TypeError, match="Unknown video sampling"):
+        processor(text="<video>", videos=frames, fpss=2)
+
+
+def test_image_size_must_match_the_tower():
+    from transformers import SiglipImageProcessorPil
+
+    from auroralong_hf import RwkvWorldTokenizer
+
+    with pytest.raises(ValueError, match="resizes to 224x224 but the vision tower takes 384x384"):
+        AuroraLongProcessor(SiglipImageProcessorPil(size={"height": 224, "width": 224}), RwkvWorldTokenizer(),
+                            vision_config=TINY_VISION)
