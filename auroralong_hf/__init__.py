@@ -1,11 +1,20 @@
 """AuroraLong for Hugging Face: importing this package registers every class with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+)
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import PrefixChange
 
 from .modeling import (
     AuroraLongConfig,
+    AuroraLongForConditionalGeneration,
+    AuroraLongModel,
     Rwkv6Cache,
     Rwkv6Config,
     Rwkv6ForCausalLM,
@@ -27,6 +36,9 @@ AutoTokenizer.register(Rwkv6Config, slow_tokenizer_class=RwkvWorldTokenizer, exi
 AutoConfig.register(SiglipToMeVisionConfig.model_type, SiglipToMeVisionConfig, exist_ok=True)
 AutoModel.register(SiglipToMeVisionConfig, SiglipToMeVisionModel, exist_ok=True)
 AutoConfig.register(AuroraLongConfig.model_type, AuroraLongConfig, exist_ok=True)
+AutoModel.register(AuroraLongConfig, AuroraLongModel, exist_ok=True)
+AutoModelForImageTextToText.register(AuroraLongConfig, AuroraLongForConditionalGeneration, exist_ok=True)
+AutoModelForCausalLM.register(AuroraLongConfig, AuroraLongForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(AuroraLongConfig, AuroraLongProcessor, exist_ok=True)
 AutoTokenizer.register(AuroraLongConfig, slow_tokenizer_class=RwkvWorldTokenizer, exist_ok=True)
 
@@ -37,7 +49,7 @@ register_checkpoint_conversion_mapping(
 )
 
 __all__ = [
-    "AuroraLongConfig", "AuroraLongProcessor", "Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model",
-    "RwkvWorldTokenizer",
-    "SiglipToMeVisionConfig", "SiglipToMeVisionModel", "merge_schedule", "tokens_per_frame",
+    "AuroraLongConfig", "AuroraLongForConditionalGeneration", "AuroraLongModel", "AuroraLongProcessor", "Rwkv6Cache",
+    "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer", "SiglipToMeVisionConfig",
+    "SiglipToMeVisionModel", "merge_schedule", "tokens_per_frame",
 ]

@@ -31,8 +31,9 @@ class AuroraLongConfig(PreTrainedConfig):
         projector_bias: Whether the projector's linear layers have biases.
         image_token_id: Placeholder id of one image token in input_ids (`<image>`, an unused World-vocabulary row).
         video_token_id: Placeholder id of one video token in input_ids (`<video>`).
-        vision_feature_layer: Which hidden state of the tower feeds the projector (-1: its last layer, before the
-            post-layernorm, as LLaVA does).
+        vision_feature_layer: Which layer of the tower feeds the projector. Only -1 (the last layer's output, before
+            the post-layernorm, as LLaVA does): with token merging, earlier layers hold more tokens than a frame's
+            placeholder run, so a checkpoint trained on layer -2 of a 24-layer tower is converted to a 23-layer tower.
     """
 
     model_type = "auroralong"
@@ -57,6 +58,11 @@ class AuroraLongConfig(PreTrainedConfig):
             if not 0 <= getattr(self, name) < vocab:
                 value = getattr(self, name)
                 raise ValueError(f"AuroraLongConfig.{name}={value} is outside the vocabulary [0, {vocab}).")
+        if self.vision_feature_layer != -1:
+            raise ValueError(
+                f"AuroraLongConfig.vision_feature_layer must be -1 (got {self.vision_feature_layer}): truncate the "
+                "vision tower to the feature layer instead (vision_config.num_hidden_layers)."
+            )
         if self.image_token_id == self.video_token_id:
             raise ValueError("AuroraLongConfig.image_token_id and video_token_id must differ.")
 

@@ -87,6 +87,52 @@ class Rwkv6Cache(Cache):
         self._map(torch.zeros_like)
         self.seen_tokens = 0
 
+    def copy(self) -> "Rwkv6Cache":
+        """An independent copy, e.g. to ask several questions from one encoded video."""
+        clone = Rwkv6Cache.__new__(Rwkv6Cache)
+        Cache.__init__(clone, layers=[])
+        clone.attn_shift = [t.clone() for t in self.attn_shift]
+        clone.ffn_shift = [t.clone() for t in self.ffn_shift]
+        clone.wkv = [t.clone() for t in self.wkv]
+        clone.seen_tokens = self.seen_tokens
+        return clone
+
+    def save(self, path) -> None:
+        """Write the state to a safetensors file (fp32 WKV, shift vectors in their dtype, seen_tokens)."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for name, states in (("attn_shift", self.attn_shift), ("ffn_shift", self.ffn_shift), ("wkv", self.wkv)):
+            tensors.update({f"{name}.{i}": state.detach().contiguous().cpu() for i, state in enumerate(states)})
+        metadata = {"format": "auroralong-rwkv6-state", "seen_tokens": str(self.seen_tokens)}
+        save_file(tensors, str(path), metadata=metadata)
+
+    @classmethod
+    def load(cls, path, config: Rwkv6Config, device=None) -> "Rwkv6Cache":
+        """Read a state written by `save`; a file of another geometry or kind raises a clear error."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"State file not found: {path}") from None
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"{path} is not a readable safetensors state file: {error}") from None
+        if metadata.get("format") != "auroralong-rwkv6-state":
+            raise ValueError(f"{path} is not an RWKV-6 state written by Rwkv6Cache.save.")
+        layers = config.num_hidden_layers
+        if any(f"{name}.{i}" not in tensors for name in ("attn_shift", "ffn_shift", "wkv") for i in range(layers)):
+            raise ValueError(f"{path} holds a state of another geometry (expected {layers} layers).")
+        batch = tensors["wkv.0"].shape[0]
+        state = cls(config, batch, device=device, dtype=tensors["attn_shift.0"].dtype)
+        for name in ("attn_shift", "ffn_shift", "wkv"):
+            getattr(state, name)[:] = [tensors[f"{name}.{i}"].to(device) for i in range(layers)]
+        state.seen_tokens = int(metadata.get("seen_tokens", 0))
+        state.check_compatible(config, batch)
+        return state
+
     def crop(self, max_length: int):
         raise NotImplementedError(
             "A recurrent RWKV-6 state cannot be rolled back to an earlier position (needed by assisted and "
@@ -432,18 +478,8 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
             hidden_states=all_hidden_states,
         )
 
-    def _embed(self, input_ids, inputs_embeds):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
-        if inputs_embeds is not None:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
-                raise ValueError(
-                    f"inputs_embeds must be [batch, seq_len, {self.config.hidden_size}], "
-                    f"got {list(inputs_embeds.shape)}."
-                )
-            if inputs_embeds.shape[1] == 0:
-                raise ValueError("inputs_embeds has no positions (seq_len 0).")
-            return inputs_embeds
+    def embed(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
+        """input_ids [B, T] -> embeddings [B, T, C], after checking shape and vocabulary range."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq_len], got shape {list(input_ids.shape)}.")
         if input_ids.shape[1] == 0:
@@ -455,6 +491,19 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
             bad = low if low < 0 else high
             raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {self.config.vocab_size}).")
         return self.embeddings(input_ids)
+
+    def _embed(self, input_ids, inputs_embeds):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if input_ids is not None:
+            return self.embed(input_ids)
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must be [batch, seq_len, {self.config.hidden_size}], got {list(inputs_embeds.shape)}."
+            )
+        if inputs_embeds.shape[1] == 0:
+            raise ValueError("inputs_embeds has no positions (seq_len 0).")
+        return inputs_embeds
 
     @staticmethod
     def _check_attention_mask(attention_mask, batch: int, seq_len: int):

@@ -25,6 +25,7 @@ class SiglipToMeVisionOutput(ModelOutput):
     pooler_output: [B, D] from SigLIP's attention-pooling head, when the config has one.
     hidden_states: the embeddings and every layer's output (the last before post_layernorm), when asked; they
         shrink layer by layer.
+    last_layer_state: [B, T_out, D] the last layer's output before post_layernorm (LLaVA-style features).
     token_sizes: [B, T_out] how many patches each token covers.
     token_positions: [B, T_out] raster index of each token's first patch.
     merge_sources: [B, T_out, N] which patches each token covers, when asked.
@@ -33,6 +34,7 @@ class SiglipToMeVisionOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    last_layer_state: torch.FloatTensor | None = None
     token_sizes: torch.LongTensor | None = None
     token_positions: torch.LongTensor | None = None
     merge_sources: torch.BoolTensor | None = None
@@ -196,6 +198,7 @@ class SiglipToMeVisionModel(SiglipVisionModel):
             last_hidden_state=last_hidden_state,
             pooler_output=self.head(last_hidden_state) if self.use_head else None,
             hidden_states=all_hidden_states,
+            last_layer_state=tokens.x,
             token_sizes=tokens.sizes.long(),
             token_positions=tokens.positions,
             merge_sources=tokens.sources,

@@ -1,0 +1,265 @@
+"""AuroraLong: SigLIP with sorted token merging -> 2-layer MLP -> RWKV-6, for video question answering.
+
+Each frame becomes `tokens_per_frame(vision_config)` visual tokens that replace the `<video>` placeholder tokens of
+the prompt (the processor expands them); the RNN reads them with the text, in order, carrying a state of constant
+size. `stream_video` feeds frames a chunk at a time into that state, so a video of any length costs the same memory.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import ModelOutput
+
+from .configuration_auroralong import AuroraLongConfig
+from .modeling_rwkv6 import Rwkv6Cache, Rwkv6Model
+from .modeling_siglip_tome import SiglipToMeVisionModel
+
+
+@dataclass
+class AuroraLongCausalLMOutput(ModelOutput):
+    """
+    loss: next-token cross-entropy over positions whose label is not -100, when labels are given.
+    logits: [B, T, V].
+    past_key_values: the RNN state (`Rwkv6Cache`) after the last position, when `use_cache`.
+    hidden_states: the language model's hidden states, when asked.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Rwkv6Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class AuroraLongMultiModalProjector(nn.Module):
+    """Linear (vision width -> text width), activation, Linear (text width -> text width)."""
+
+    def __init__(self, config: AuroraLongConfig):
+        super().__init__()
+        vision_width, text_width = config.vision_config.hidden_size, config.text_config.hidden_size
+        self.linear_1 = nn.Linear(vision_width, text_width, bias=config.projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_width, text_width, bias=config.projector_bias)
+
+    def forward(self, features):
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
+class AuroraLongPreTrainedModel(PreTrainedModel):
+    config_class = AuroraLongConfig
+    config: AuroraLongConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Rwkv6Block", "SiglipEncoderLayer"]
+    _supports_sdpa = True
+    _is_stateful = True  # generate() refuses assisted/speculative decoding: a recurrent state cannot roll back
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """The projector here; the tower and the language model initialise themselves (SigLIP's and Finch's)."""
+        if isinstance(module, AuroraLongMultiModalProjector):
+            for linear in (module.linear_1, module.linear_2):
+                init.normal_(linear.weight, std=linear.in_features ** -0.5)
+                if linear.bias is not None:
+                    init.zeros_(linear.bias)
+        elif module is getattr(self, "lm_head", None):
+            init.normal_(module.weight, std=self.config.text_config.initializer_range)
+
+
+class AuroraLongModel(AuroraLongPreTrainedModel):
+    def __init__(self, config: AuroraLongConfig):
+        super().__init__(config)
+        self.vision_tower = SiglipToMeVisionModel(config.vision_config)
+        self.multi_modal_projector = AuroraLongMultiModalProjector(config)
+        self.language_model = Rwkv6Model(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_image_features(self, pixel_values: torch.FloatTensor, frames_per_pass: int = 16) -> torch.FloatTensor:
+        """pixel_values [N, 3, H, W] -> projected visual tokens [N, T_f, C], `frames_per_pass` frames at a time."""
+        features = []
+        for start in range(0, pixel_values.shape[0], frames_per_pass):
+            tower = self.vision_tower(pixel_values[start:start + frames_per_pass].to(self.vision_tower.dtype))
+            features.append(self.multi_modal_projector(tower.last_layer_state))
+        return torch.cat(features)
+
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, video_frame_counts=None,
+                           frames_per_pass: int = 16) -> torch.FloatTensor:
+        """pixel_values_videos [V, F, 3, H, W] (frames past each video's `video_frame_counts` [V] are padding)
+        -> the visual tokens of every real frame, video after video: [sum of frames, T_f, C]."""
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                "pixel_values_videos must be [videos, frames, 3, height, width], "
+                f"got {list(pixel_values_videos.shape)}."
+            )
+        if video_frame_counts is None:
+            frames = pixel_values_videos.flatten(0, 1)
+        else:
+            counts = video_frame_counts.tolist()
+            frames = torch.cat([video[:count] for video, count in zip(pixel_values_videos, counts, strict=True)])
+        return self.get_image_features(frames, frames_per_pass)
+
+    def embed(self, input_ids, pixel_values=None, pixel_values_videos=None, video_frame_counts=None):
+        """input_ids [B, T] with placeholder tokens -> embeddings [B, T, C], visual tokens written in place."""
+        config = self.config
+        placeholders = (input_ids == config.video_token_id) | (input_ids == config.image_token_id)
+        embeds = self.language_model.embed(input_ids).masked_fill(placeholders.unsqueeze(-1), 0.0)
+        visuals = (
+            (config.video_token_id, "video", pixel_values_videos,
+             lambda: self.get_video_features(pixel_values_videos, video_frame_counts)),
+            (config.image_token_id, "image", pixel_values, lambda: self.get_image_features(pixel_values)),
+        )
+        for token_id, kind, pixels, features_of in visuals:
+            mask = input_ids == token_id
+            if pixels is None:
+                if mask.any():
+                    raise ValueError(f"input_ids hold {kind} placeholders but no {kind} pixel values were given.")
+                continue
+            features = features_of().flatten(0, 1)
+            if features.shape[0] != int(mask.sum()):
+                raise ValueError(
+                    f"The {kind}s give {features.shape[0]} visual tokens but input_ids hold {int(mask.sum())} "
+                    f"{kind} placeholders: the processor and the model disagree on frames or tokens per frame."
+                )
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), features.to(embeds.dtype))
+        return embeds
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_frame_counts: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Rwkv6Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ):
+        """Returns the language model's output (last_hidden_state [B, T, C], past_key_values, hidden_states)."""
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (with visual placeholders) or inputs_embeds.")
+            inputs_embeds = self.embed(input_ids, pixel_values, pixel_values_videos, video_frame_counts)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+
+
+class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embeddings.weight"}
+
+    def __init__(self, config: AuroraLongConfig):
+        super().__init__(config)
+        self.model = AuroraLongModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the language model makes its own recurrent state (Rwkv6Cache) on the first forward
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_frame_counts: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Rwkv6Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> AuroraLongCausalLMOutput:
+        """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given
+        (-100 where no loss is wanted, e.g. on the prompt and the visual tokens)."""
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            video_frame_counts=video_frame_counts,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(outputs.last_hidden_state[:, kept])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      **kwargs)
+        return AuroraLongCausalLMOutput(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
+
+    def new_state(self, batch_size: int = 1) -> Rwkv6Cache:
+        """An empty RNN state for `batch_size` sequences, on the model's device."""
+        return Rwkv6Cache(self.config.text_config, batch_size, device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def feed(self, state: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
+             inputs_embeds: torch.FloatTensor | None = None) -> Rwkv6Cache:
+        """Advance `state` over text ids [B, T] (no placeholders) or embeddings [B, T, C]; returns the state."""
+        self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=state,
+                                  use_cache=True)
+        return state
+
+    @torch.no_grad()
+    def stream_video(self, state: Rwkv6Cache, frame_chunks: Iterable[torch.FloatTensor],
+                     separator_ids: torch.LongTensor | None = None) -> Rwkv6Cache:
+        """Feed a video into `state` chunk by chunk: frames [K, 3, H, W] (or [1, K, 3, H, W]) -> S-ToMe tower ->
+        projector -> RNN steps. Only one chunk's activations exist at a time, so memory does not grow with the
+        number of frames. `separator_ids` [S] are fed between consecutive frames (the processor's frame_separator).
+        Gives the state the all-at-once forward reaches after the video's placeholder run."""
+        separator = None if separator_ids is None else self.model.language_model.embed(separator_ids.view(1, -1))[0]
+        first = True
+        for chunk in frame_chunks:
+            frames = chunk[0] if chunk.dim() == 5 else chunk
+            features = self.model.get_image_features(frames.to(self.device))  # [K, T_f, C]
+            pieces = []
+            for frame_tokens in features:
+                if separator is not None and not first:
+                    pieces.append(separator)
+                pieces.append(frame_tokens)
+                first = False
+            self.feed(state, inputs_embeds=torch.cat(pieces).unsqueeze(0).to(self.dtype))
+        if first:
+            raise ValueError("stream_video received no frames.")
+        return state
+
+
+__all__ = [
+    "AuroraLongForConditionalGeneration", "AuroraLongModel", "AuroraLongMultiModalProjector",
+    "AuroraLongPreTrainedModel",
+]

@@ -1,0 +1,140 @@
+"""AuroraLong end to end on a tiny random model: placeholders, generation, streaming in constant memory, states."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor, Rwkv6Cache
+
+VISION = {  # the real 384/16 grid, 23 layers (58 tokens per frame at 0.1), tiny widths
+    "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 23,
+    "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1, "vision_use_head": False,
+}
+TEXT = {"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    model = AuroraLongForConditionalGeneration(AuroraLongConfig(vision_config=VISION, text_config=TEXT)).eval()
+    with torch.no_grad():  # spread the logits so greedy decoding is decisive
+        model.model.language_model.embeddings.weight.normal_(0, 1.0)
+        model.lm_head.weight.normal_(0, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return AuroraLongProcessor.from_vision_config(VISION)
+
+
+def frames(count, seed):
+    return np.random.default_rng(seed).integers(0, 256, (count, 48, 64, 3), dtype=np.uint8)
+
+
+def ask(processor, video, question="What happens?"):
+    messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, tokenize=True)
+
+
+def test_forward_loss_and_placeholder_checks(model, processor):
+    inputs = ask(processor, frames(3, 0))
+    assert (inputs["input_ids"] == 65535).sum() == 3 * 58
+    labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == 65535, -100)
+    out = model(**inputs, labels=labels)
+    assert out.logits.shape == (1, inputs["input_ids"].shape[1], 65536) and torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="give 116 visual tokens but input_ids hold 174"):
+        model(input_ids=inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"][:, :2])
+    with pytest.raises(ValueError, match="no video pixel values"):
+        model(input_ids=inputs["input_ids"])
+
+
+def test_streaming_equals_all_at_once(model, processor):
+    inputs = ask(processor, frames(5, 1))
+    full = model(**inputs)
+    ids = inputs["input_ids"][0].tolist()
+    first, last = ids.index(65535), len(ids) - ids[::-1].index(65535)
+    state = model.feed(model.new_state(), torch.tensor([ids[:first]]))
+    pixels = inputs["pixel_values_videos"][0]
+    model.stream_video(state, [pixels[:2], pixels[2:4], pixels[4:]])  # K = 2 frames at a time
+    model.feed(state, torch.tensor([ids[last:-1]]))
+    streamed = model(torch.tensor([ids[-1:]]), past_key_values=state, use_cache=True)
+    assert (streamed.logits[0, -1] - full.logits[0, -1]).abs().max() <= 1e-4
+    # the same greedy answer, generated from the streamed state
+    whole = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    state = model.feed(model.new_state(), torch.tensor([ids[:first]]))
+    model.stream_video(state, [pixels[:3], pixels[3:]])
+    model.feed(state, torch.tensor([ids[last:-1]]))
+    continued = model.generate(torch.tensor([ids[-1:]]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               past_key_values=state, max_new_tokens=6, do_sample=False)
+    assert torch.equal(continued[0, 1:], whole[0, len(ids):])
+
+
+def test_stream_state_size_is_constant(model, processor):
+    pixels = ask(processor, frames(2, 2))["pixel_values_videos"][0]
+    sizes = []
+    for chunks in (1, 6):
+        state = model.stream_video(model.new_state(), [pixels] * chunks)
+        sizes.append(sum(t.numel() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s))
+    assert sizes[0] == sizes[1]
+
+
+def test_batch_of_videos_of_different_lengths_equals_each_alone(model, processor):
+    videos, questions = [frames(4, 3), frames(2, 4)], ["Describe it.", "What color?"]
+    prompts = [processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "video"}, {"type": "text", "text": q}]}]) for q in questions]
+    batch = processor(text=prompts, videos=videos)
+    together = model.generate(**batch, max_new_tokens=5, do_sample=False)[:, batch["input_ids"].shape[1]:]
+    for row, (video, question) in enumerate(zip(videos, questions, strict=True)):
+        alone = ask(processor, video, question)
+        answer = model.generate(**alone, max_new_tokens=5, do_sample=False)[0, alone["input_ids"].shape[1]:]
+        assert torch.equal(together[row], answer)
+
+
+def test_one_encoding_many_questions_and_state_files(model, processor, tmp_path):
+    inputs = ask(processor, frames(3, 5))
+    ids = inputs["input_ids"][0].tolist()
+    last = len(ids) - ids[::-1].index(65535)
+    encoded = model(input_ids=inputs["input_ids"][:, :last], pixel_values_videos=inputs["pixel_values_videos"],
+                    use_cache=True).past_key_values
+    encoded.save(tmp_path / "video.state")
+    reloaded = Rwkv6Cache.load(tmp_path / "video.state", model.config.text_config)
+    for question in ("What happens?", "Who is there?"):
+        suffix = processor.tokenizer.encode(f"\n{question}\n\nAssistant:")
+        whole = torch.tensor([ids[:last] + suffix])
+        reference = model(input_ids=whole, pixel_values_videos=inputs["pixel_values_videos"]).logits[0, -1]
+        for state in (encoded.copy(), reloaded.copy()):
+            logits = model(torch.tensor([suffix]), past_key_values=state, use_cache=True).logits[0, -1]
+            assert (logits - reference).abs().max() <= 1e-4
+    other = AuroraLongConfig(vision_config=VISION, text_config={**TEXT, "num_hidden_layers": 3}).text_config
+    with pytest.raises(ValueError, match="another geometry"):
+        Rwkv6Cache.load(tmp_path / "video.state", other)
+    (tmp_path / "bad.state").write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="bad.state"):
+        Rwkv6Cache.load(tmp_path / "bad.state", model.config.text_config)
+
+
+def test_save_load_round_trip_and_auto_class(model, processor, tmp_path):
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert isinstance(loaded, AuroraLongForConditionalGeneration)
+    inputs = ask(processor, frames(2, 6))
+    assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_gradients_and_checkpointing():
+    torch.manual_seed(1)
+    model = AuroraLongForConditionalGeneration(AuroraLongConfig(vision_config=VISION, text_config=TEXT)).train()
+    processor = AuroraLongProcessor.from_vision_config(VISION)
+    inputs = ask(processor, frames(2, 7))
+    labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == 65535, -100)
+    model(**inputs, labels=labels).loss.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert any("vision_tower" in n for n in reference) and any("multi_modal_projector" in n for n in reference)
+    model.zero_grad()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model(**inputs, labels=labels).loss.backward()
+    for name, param in model.named_parameters():
+        if name in reference:
+            assert torch.allclose(param.grad, reference[name], atol=1e-6, rtol=1e-4), name
