@@ -40,6 +40,10 @@ AutoModel.register(AuroraLongConfig, AuroraLongModel, exist_ok=True)
 AutoModelForImageTextToText.register(AuroraLongConfig, AuroraLongForConditionalGeneration, exist_ok=True)
 AutoModelForCausalLM.register(AuroraLongConfig, AuroraLongForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(AuroraLongConfig, AuroraLongProcessor, exist_ok=True)
+# save_pretrained also writes the modeling code and an auto_map, so the folder loads with trust_remote_code=True
+# where this package is not installed (the files in modeling/ import each other only relatively).
+AuroraLongConfig.register_for_auto_class()
+AuroraLongForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 AutoTokenizer.register(AuroraLongConfig, slow_tokenizer_class=RwkvWorldTokenizer, exist_ok=True)
 
 # SigLIP checkpoints name the tower's weights `vision_model.*`; transformers strips that prefix only for its own
