@@ -18,8 +18,15 @@ child process (its JIT switch is read at import time), one per JIT setting tried
 last layer, random fp32 weights, sdpa) at kept ratios 1.0, 0.5, 0.2 and 0.1, each against its analytic FLOP bound
 (goal: at 0.1 the measured speed-up reaches 90% of the bound), and the share of matching + merging + sorting.
 
+`auroralong bench memory` (`bench_memory`): peak memory of the streaming describe pipeline (prompt -> video chunks
+through tower + projector into the RNN state -> answer) at 64, 256 and 1,024 frames, each length in a fresh process
+(goal: peak at 1,024 frames <= 1.15x the peak at 64), plus one run through the real decoding path.
+`auroralong bench latency` (`bench_latency`): the RWKV-6 language model, streaming, against a transformers Llama /
+Qwen2 of the same shape (sdpa, KV cache) fed the same visual tokens, at 60 and 1,024 frames: memory and latency
+ratios next to the paper's 34x and 8.13x.
+
 This module imports only the standard library and torch at the top, so it can also run as a script: that is how
-the `rwkv` child process is started (`python bench.py --rwkv-worker SPEC`).
+the child processes are started (`python bench.py --rwkv-worker SPEC`, `--memory-worker`, `--latency-worker`).
 """
 
 from __future__ import annotations
@@ -991,13 +998,769 @@ def bench_vision(args: argparse.Namespace) -> dict:
     return report
 
 
+# ================================================================================================================
+# `auroralong bench memory`: peak memory of streaming `describe` at several video lengths, one fresh process each;
+# `auroralong bench latency`: the language-model part against a transformer of the same shape, same visual tokens
+
+MEMORY_RATIO_GOAL = 1.15  # peak memory of describe at the most frames / at the fewest (1,024 vs 64 by default)
+PAPER_MEMORY_RATIO = 34.0  # the paper: 34x less memory than InternVL-1.5 2B at 1,024 frames
+PAPER_LATENCY_RATIO = 8.13  # the paper: 8.13x lower latency than InternVL-1.5 2B at 60 frames
+PAPER_SETTING = ("the paper's figures compare whole models on a GPU (AuroraLong, RWKV-6 1.6B, against InternVL-1.5 "
+                 "2B); these are CPU figures of the language-model part alone, with random weights")
+DESCRIBE_QUESTION = "What happens in this video?"  # `auroralong describe`'s default
+
+# The random models' geometry, the same as `auroralong create-random`'s sizes (auroralong_hf/create_random.py, whose
+# SIZES table is used when present): `tiny` and `small` keep the real 384 / 16 patch grid and the 23 layers of the
+# paper's tower (so 58 tokens per frame at kept ratio 0.1) at small widths; `2b` is the paper's model
+# (SigLIP-L/16-384 less its last layer + Finch 1.6B), meant for a GPU.
+_GRID_23 = {"num_hidden_layers": 23, "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1,
+            "vision_use_head": False}
+BENCH_SIZES = {
+    "tiny": {
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, **_GRID_23},
+        "text_config": {"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32, "vocab_size": 65536},
+    },
+    "small": {
+        "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4, **_GRID_23},
+        "text_config": {"hidden_size": 256, "num_hidden_layers": 4, "head_size": 64, "vocab_size": 65536},
+    },
+    "2b": {
+        "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, **_GRID_23},
+        "text_config": {"hidden_size": 2048, "num_hidden_layers": 24, "head_size": 64, "vocab_size": 65536},
+    },
+}
+
+
+def bench_sizes() -> tuple[dict, str]:
+    """({size: {"vision_config": dict, "text_config": dict}}, where the table comes from).
+
+    auroralong_hf.create_random's `SIZES` is used when that module exists and its entries carry vision_config and
+    text_config dicts; otherwise this module's BENCH_SIZES.
+    """
+    try:
+        from auroralong_hf import create_random
+    except ImportError:
+        return BENCH_SIZES, "auroralong_hf.bench.BENCH_SIZES (auroralong_hf.create_random not found)"
+    table = getattr(create_random, "SIZES", None)
+    if not isinstance(table, dict):
+        return BENCH_SIZES, "auroralong_hf.bench.BENCH_SIZES (auroralong_hf.create_random has no SIZES table)"
+    sizes = dict(BENCH_SIZES)
+    for name, entry in table.items():
+        if entry is None and name in BENCH_SIZES:  # None: AuroraLongConfig's defaults, the paper's model
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("vision_config"), dict)
+                and isinstance(entry.get("text_config"), dict)):
+            return BENCH_SIZES, (f"auroralong_hf.bench.BENCH_SIZES (auroralong_hf.create_random.SIZES[{name!r}] is "
+                                 "not a pair of vision_config / text_config dicts)")
+        sizes[name] = {"vision_config": dict(entry["vision_config"]), "text_config": dict(entry["text_config"])}
+    return sizes, "auroralong_hf.create_random.SIZES"
+
+
+def _frame_list(text: str) -> list[int]:
+    try:
+        frames = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of frame counts: {text!r}") from error
+    if not frames or any(count < 1 for count in frames):
+        raise argparse.ArgumentTypeError(f"every frame count must be >= 1, got {text!r}")
+    return sorted(set(frames))
+
+
+def _add_common_arguments(parser, frames: str, new_tokens: int, repeats: int | None):
+    parser.add_argument("--size", choices=tuple(BENCH_SIZES), default="small",
+                        help="random model geometry (auroralong create-random's sizes): small (default), tiny, 2b "
+                             "(the paper's geometry, for a GPU)")
+    parser.add_argument("--frames", type=_frame_list, default=_frame_list(frames),
+                        help=f"video lengths in frames, comma-separated (default {frames})")
+    parser.add_argument("--chunk-frames", type=int, default=8,
+                        help="frames streamed into the RNN state per step (default 8, as `auroralong describe`)")
+    parser.add_argument("--new-tokens", type=int, default=new_tokens,
+                        help=f"answer tokens decoded greedily (default {new_tokens})")
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=repeats,
+                            help=f"timed runs per contender and length, after one short warm-up (default {repeats})")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default; peak = the process's resident set) or cuda (peak = torch's "
+                             "max_memory_allocated)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="weights and activations (default float32)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--no-flush-denormal", action="store_true",
+                        help="leave denormal floats on (default: flushed to zero in every run alike)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="worker processes run at once (default 1; more is for quick checks only: memory stays "
+                             "per process, but the timings then share the CPU)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout (the table goes to stderr)")
+    return parser
+
+
+def add_bench_memory_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of `auroralong bench memory`. Defaults: the small random model, 64 / 256 / 1,024 frames and a 64-frame
+    video file: about 1.5 minutes on 2 idle CPU cores."""
+    _add_common_arguments(parser, "64,256,1024", new_tokens=16, repeats=None)
+    parser.add_argument("--decode-frames", type=int, default=64,
+                        help="also run describe on a synthetic video file of this many frames through the real "
+                             "decoding path (PyAV + the processor), to compare with the random-pixel run of the same "
+                             "length; 0 skips it (default 64)")
+    return parser
+
+
+def add_bench_latency_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of `auroralong bench latency`. Defaults: the small random model's language model, 60 and 1,024 frames
+    of 58 tokens, 32 answer tokens, 2 timed runs: about 2 minutes on 2 idle CPU cores."""
+    _add_common_arguments(parser, "60,1024", new_tokens=32, repeats=2)
+    parser.add_argument("--tokens-per-frame", type=int, default=None,
+                        help="visual tokens per frame (default: the size's vision tower, 58 at kept ratio 0.1)")
+    parser.add_argument("--transformer-tokens-per-frame", type=int, default=None,
+                        help="visual tokens per frame fed to the transformer (default: the same as ours; e.g. 256, "
+                             "InternVL-1.5's per 448px tile, to model a tower without token merging)")
+    parser.add_argument("--transformer", choices=("llama", "qwen2"), default="llama",
+                        help="the transformer contender: transformers' LlamaForCausalLM (default) or Qwen2ForCausalLM")
+    parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa",
+                        help="the transformer's attention implementation (default sdpa)")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory probes and the fresh worker processes
+
+
+def _proc_status_kib(field: str) -> int | None:
+    """A `kB` field of /proc/self/status (VmRSS: resident now, VmHWM: the peak of this process image)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _ru_maxrss_mib() -> float:
+    import resource
+
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / 2**20 if sys.platform == "darwin" else value / 1024  # bytes on macOS, KiB elsewhere
+
+
+class _MemoryProbe:
+    """Peak memory of what runs after the probe is made, in MiB.
+
+    CPU: the process's resident set. At the baseline the peak is reset to the current resident set (writing 5 to
+    /proc/self/clear_refs, Linux), so VmHWM at the end is the highest resident set during the run alone, the loaded
+    model included, model building left out. getrusage's ru_maxrss is not used for the peak: it is never reset,
+    and a child started by subprocess inherits its parent's peak (exec keeps it); it is reported for information,
+    and used only where /proc is missing. CUDA: torch's max_memory_allocated after reset_peak_memory_stats.
+    """
+
+    def __init__(self, device: torch.device):
+        import gc
+
+        gc.collect()
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.cuda_baseline = torch.cuda.memory_allocated(device)
+        self.hwm_before_reset = _kib_to_mib(_proc_status_kib("VmHWM"))
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
+            self.peak_reset = True
+        except OSError:
+            self.peak_reset = False
+        rss = _proc_status_kib("VmRSS")
+        self.rss_baseline = rss / 1024 if rss is not None else _ru_maxrss_mib()
+
+    def result(self) -> dict:
+        hwm = _proc_status_kib("VmHWM")
+        rss_peak = hwm / 1024 if hwm is not None else _ru_maxrss_mib()
+        source = ("VmHWM, reset at the baseline" if self.peak_reset else "VmHWM") if hwm is not None else "ru_maxrss"
+        out = {
+            "rss_peak_source": source, "rss_baseline_mib": self.rss_baseline, "rss_peak_mib": rss_peak,
+            "rss_growth_mib": rss_peak - self.rss_baseline, "build_peak_mib": self.hwm_before_reset,
+            "ru_maxrss_mib": _ru_maxrss_mib(),
+        }
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            out.update(measure="CUDA max_memory_allocated", baseline_mib=self.cuda_baseline / 2**20,
+                       peak_mib=peak / 2**20, growth_mib=(peak - self.cuda_baseline) / 2**20)
+        else:
+            out.update(measure=f"process resident set ({source})", baseline_mib=self.rss_baseline,
+                       peak_mib=rss_peak, growth_mib=rss_peak - self.rss_baseline)
+        return out
+
+
+def _kib_to_mib(value: int | None) -> float | None:
+    return None if value is None else value / 1024
+
+
+def _worker_setup(spec: dict) -> tuple[torch.device, torch.dtype]:
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    if spec.get("flush_denormal"):
+        torch.set_flush_denormal(True)
+    device = torch.device(spec["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: torch sees no CUDA device")
+    return device, getattr(torch, spec["dtype"])
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _state_bytes(state) -> int:
+    return sum(t.numel() * t.element_size() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s)
+
+
+def _run_workers(kind: str, jobs: list[tuple[dict, str]], tmp: Path, log, parallel: int = 1) -> list[dict]:
+    """Each (spec, label) in its own fresh process, `parallel` at a time (1: one after another); results in order.
+
+    Memory figures are per process either way; timings are only meaningful with parallel=1.
+    """
+    names = [f"{kind}{i}" for i in range(len(jobs))]
+    if parallel <= 1:
+        return [_run_worker(kind, spec, tmp / name, label, log)
+                for name, (spec, label) in zip(names, jobs, strict=True)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(_run_worker, kind, spec, tmp / name, label, log)
+                   for name, (spec, label) in zip(names, jobs, strict=True)]
+        return [future.result() for future in futures]
+
+
+def _run_worker(kind: str, spec: dict, stem: Path, label: str, log) -> dict:
+    """Run `python bench.py --{kind}-worker SPEC` in a fresh process; its JSON result, with the process's wall time.
+    The spec and the result are written to `stem`.json / `stem`.result."""
+    spec = dict(spec, out=str(stem.with_suffix(".result")))
+    spec_path = stem.with_suffix(".json")
+    spec_path.write_text(json.dumps(spec))
+    log(f"  {label} (fresh process) ...")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), f"--{kind}-worker", str(spec_path)],
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True,
+                          timeout=4 * 3600)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise RuntimeError(f"{label}: the worker process exited with {proc.returncode}: {tail}")
+    result = json.loads(Path(spec["out"]).read_text())
+    result["process_wall_s"] = wall
+    return result
+
+
+def _env(threads: int | None = None) -> dict:
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "threads": threads or torch.get_num_threads(), "cpu": _cpu_model(), "load_average_before": _load_average(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bench memory
+
+
+def _random_pixel_chunks(frames: int, chunk_frames: int, image_size: int, seed: int):
+    """Preprocessed-looking random frames (uniform in [-1, 1], [K, 3, S, S]), made one chunk at a time."""
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, frames, chunk_frames):
+        count = min(chunk_frames, frames - start)
+        yield torch.rand(count, 3, image_size, image_size, generator=g).mul_(2).sub_(1)
+
+
+def _prompt_ids(tokenizer, question: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sandwich prompt around one video: ids [1, P] before the visual tokens and [1, S] after them."""
+    prefix, suffix = f"User: {question}\n", f"\n{question}\n\nAssistant:"
+    return tuple(torch.tensor([tokenizer(text)["input_ids"]]) for text in (prefix, suffix))
+
+
+def _memory_worker(spec_path: str):
+    """One `describe` run in this fresh process: build the model, note the baseline, stream the video, answer."""
+    spec = json.loads(Path(spec_path).read_text())
+    device, dtype = _worker_setup(spec)
+    from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+
+    torch.manual_seed(spec["seed"])
+    config = AuroraLongConfig(vision_config=spec["vision_config"], text_config=spec["text_config"])
+    model = AuroraLongForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
+    processor = AuroraLongProcessor.from_vision_config(spec["vision_config"])
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": spec["question"]}]}])
+    before, after = prompt.split(processor.video_token)
+    prefix_ids, suffix_ids = (torch.tensor([processor.tokenizer(text)["input_ids"]], device=device)
+                              for text in (before, after))
+    image_size, chunk_frames = config.vision_config.image_size, spec["chunk_frames"]
+
+    probe = _MemoryProbe(device)
+    if spec.get("video"):
+        chunks = (chunk["pixel_values_videos"] for chunk in
+                  processor.video_chunks(spec["video"], chunk_frames, num_frames=spec["frames"]))
+    else:
+        chunks = _random_pixel_chunks(spec["frames"], chunk_frames, image_size, spec["seed"] + 1)
+    new_tokens = spec["new_tokens"]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        state = model.feed(model.new_state(), input_ids=prefix_ids)
+        model.stream_video(state, chunks)
+        _sync(device)
+        streamed = time.perf_counter() - start
+        seen = state.seen_tokens
+        mask = torch.ones(1, seen + suffix_ids.shape[1], dtype=torch.long, device=device)
+        output = model.generate(suffix_ids, attention_mask=mask, past_key_values=state, max_new_tokens=new_tokens,
+                                min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    memory = probe.result()
+    tokens_per_frame = processor.tokens_per_frame
+    frames = (seen - prefix_ids.shape[1]) // tokens_per_frame
+    Path(spec["out"]).write_text(json.dumps({
+        **memory, "frames": frames, "source": "video file (PyAV + processor)" if spec.get("video") else "random pixels",
+        "visual_tokens": frames * tokens_per_frame, "tokens_per_frame": tokens_per_frame,
+        "prompt_tokens": prefix_ids.shape[1] + suffix_ids.shape[1],
+        "answer_tokens": output.shape[1] - suffix_ids.shape[1],
+        "state_bytes": _state_bytes(state), "describe_s": seconds, "stream_s": streamed,
+        "frames_per_s": frames / streamed, "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+    }))
+
+
+def write_synthetic_video(path, num_frames: int, fps: float = 4.0, size: tuple[int, int] = (640, 360)) -> Path:
+    """A short MPEG-4 video (moving colour gradients and a square), for the decoding path of `bench memory`."""
+    import av
+    import numpy as np
+
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"qscale": "3"}
+        for i in range(num_frames):
+            image = np.empty((height, width, 3), dtype=np.uint8)
+            image[..., 0] = (xs + 7 * i) % 256
+            image[..., 1] = (ys + 3 * i) % 256
+            image[..., 2] = (xs + ys + 11 * i) % 256
+            x0, y0 = (13 * i) % (width - 64), (5 * i) % (height - 64)
+            image[y0:y0 + 64, x0:x0 + 64] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return Path(path)
+
+
+def _check_common(args):
+    if args.chunk_frames < 1 or args.new_tokens < 1:
+        raise ValueError("--chunk-frames and --new-tokens must be at least 1.")
+    if getattr(args, "repeats", 1) < 1:
+        raise ValueError("--repeats must be at least 1.")
+
+
+def _memory_table(report: dict) -> str:
+    env, geo = report["env"], report["geometry"]
+    vision, text = geo["vision_config"], geo["text_config"]
+    lines = [
+        f"auroralong bench memory  {env['date']}",
+        f"torch {env['torch']}, {env['threads']} threads, CPU: {env['cpu']}, python {env['python']}, device "
+        f"{report['device']}, {report['dtype']}; 1-minute load average before {env['load_average_before']}, after "
+        f"{env['load_average_after']}",
+        f"model: size {report['size']} ({report['sizes_source']}), random weights, {geo['parameters'] / 1e6:.1f}M "
+        f"parameters: S-ToMe tower {vision['num_hidden_layers']} layers x {vision['hidden_size']} on "
+        f"{vision['image_size']}/{vision['patch_size']}, kept ratio {vision['token_kept_ratio']} = "
+        f"{geo['tokens_per_frame']} tokens/frame; RWKV-6 {text['num_hidden_layers']} layers x {text['hidden_size']}",
+        f"describe, streaming: prompt, then {report['chunk_frames']} frames per chunk through tower + projector into "
+        f"the RNN state, then the question and {report['new_tokens']} greedy answer tokens; each length in a fresh "
+        "process",
+        f"peak = {report['peak_measure']}, over the describe run (model resident, building it left out); baseline = "
+        "resident set after the model is built; growth = peak - baseline",
+        "",
+    ]
+    header = ("frames", "source", "visual tokens", "peak MiB", "baseline MiB", "growth MiB", "state KiB",
+              "describe", "frames/s")
+    rows = [(
+        str(row["frames"]), row["source"], str(row["visual_tokens"]), f"{row['peak_mib']:.1f}",
+        f"{row['baseline_mib']:.1f}", f"{row['growth_mib']:.1f}", f"{row['state_bytes'] / 1024:.1f}",
+        _fmt_s(row["describe_s"]), f"{row['frames_per_s']:.1f}",
+    ) for row in report["rows"]]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines += [fmt.format(*header).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += [fmt.format(*r).rstrip() for r in rows]
+    lines.append("")
+    v = report["verdict"]
+    lines.append(f"goal: peak({v['frames_large']} frames) / peak({v['frames_small']} frames) <= {v['goal']:g} "
+                 f"(peak = {report['peak_measure']}): {v['ratio']:.3f}: {_verdict(v['pass'])}")
+    growth = "-" if v["growth_ratio"] is None else f"{v['growth_ratio']:.3f}"
+    lines.append(f"(info) growth({v['frames_large']}) / growth({v['frames_small']}) = {growth}; "
+                 f"the RNN state is {report['rows'][0]['state_bytes'] / 1024:.1f} KiB at every length")
+    check = report.get("decode_check")
+    if check:
+        lines.append(f"decoding path: {check['frames']} frames from a {check['video']} file, peak "
+                     f"{check['peak_mib']:.1f} MiB = {check['peak_ratio']:.3f}x the random-pixel run of the same "
+                     f"length (growth {check['growth_mib']:.1f} vs {check['random_growth_mib']:.1f} MiB)")
+    lines.append(f"total wall time {report['elapsed_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def bench_memory(args: argparse.Namespace) -> dict:
+    """Peak memory of streaming describe at each length, each in a fresh process; table, and with --json JSON."""
+    started = time.perf_counter()
+    stream = sys.stderr if args.json else sys.stdout
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    _check_common(args)
+    sizes, sizes_source = bench_sizes()
+    size = sizes[args.size]
+    base_spec = {
+        "vision_config": size["vision_config"], "text_config": size["text_config"], "question": DESCRIBE_QUESTION,
+        "chunk_frames": args.chunk_frames, "new_tokens": args.new_tokens, "device": args.device, "dtype": args.dtype,
+        "threads": args.threads, "flush_denormal": not args.no_flush_denormal, "seed": args.seed,
+    }
+    env = _env(args.threads)
+    lengths = sorted(set(args.frames) | ({args.decode_frames} if args.decode_frames > 0 else set()))
+    check = None
+    with tempfile.TemporaryDirectory(prefix="auroralong-bench-memory-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        jobs = [(dict(base_spec, frames=frames), f"describe, {frames} frames of random pixels") for frames in lengths]
+        if args.decode_frames > 0:
+            video = write_synthetic_video(tmp / "synthetic.mp4", args.decode_frames)
+            jobs.append((dict(base_spec, frames=args.decode_frames, video=str(video)),
+                         f"describe, {args.decode_frames} frames decoded from a synthetic video file"))
+        rows = _run_workers("memory", jobs, tmp, log, args.parallel)
+    env["load_average_after"] = _load_average()
+    if args.decode_frames > 0:
+        decoded = rows[-1]
+        if decoded["frames"] != args.decode_frames:
+            raise RuntimeError(f"the synthetic video gave {decoded['frames']} frames, not {args.decode_frames}")
+        same = rows[lengths.index(args.decode_frames)]
+        check = {"frames": args.decode_frames, "video": "640x360 MPEG-4 (mp4)", "peak_mib": decoded["peak_mib"],
+                 "growth_mib": decoded["growth_mib"], "random_peak_mib": same["peak_mib"],
+                 "random_growth_mib": same["growth_mib"], "peak_ratio": decoded["peak_mib"] / same["peak_mib"]}
+
+    random_rows = [row for row in rows if row["source"] == "random pixels"]
+    small, large = random_rows[0], random_rows[-1]
+    first = rows[0]
+    report = {
+        "env": env, "size": args.size, "sizes_source": sizes_source, "device": args.device, "dtype": args.dtype,
+        "geometry": {"vision_config": size["vision_config"], "text_config": size["text_config"],
+                     "tokens_per_frame": first["tokens_per_frame"], "parameters": first["parameters"]},
+        "chunk_frames": args.chunk_frames, "new_tokens": args.new_tokens, "question": DESCRIBE_QUESTION,
+        "peak_measure": first["measure"], "rows": rows, "decode_check": check,
+        "verdict": {
+            "goal": MEMORY_RATIO_GOAL, "measure": first["measure"], "frames_small": small["frames"],
+            "frames_large": large["frames"], "ratio": large["peak_mib"] / small["peak_mib"],
+            "growth_ratio": large["growth_mib"] / small["growth_mib"] if small["growth_mib"] > 0 else None,
+            "pass": large["peak_mib"] / small["peak_mib"] <= MEMORY_RATIO_GOAL,
+        },
+    }
+    report["elapsed_s"] = time.perf_counter() - started
+    print(_memory_table(report), file=stream, flush=True)
+    if args.json:
+        print(json.dumps(report), flush=True)
+    return report
+
+
+def run_bench_memory(args: argparse.Namespace) -> int:
+    bench_memory(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bench latency
+
+
+def transformer_config(text_config: dict, kind: str = "llama", attn: str = "sdpa", max_positions: int = 2**17):
+    """A transformers Llama / Qwen2 config of the RWKV-6 model's shape: the same width, depth, FFN width and
+    vocabulary, heads of 64 (hidden / 64, no grouped KV), untied head."""
+    from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
+
+    text = Rwkv6Config(**text_config)
+    shape = dict(vocab_size=text.vocab_size, hidden_size=text.hidden_size, intermediate_size=text.intermediate_size,
+                 num_hidden_layers=text.num_hidden_layers, num_attention_heads=max(text.hidden_size // 64, 1),
+                 num_key_value_heads=max(text.hidden_size // 64, 1), max_position_embeddings=max_positions,
+                 tie_word_embeddings=False, use_cache=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if kind == "qwen2":
+        from transformers import Qwen2Config
+
+        config = Qwen2Config(**shape)
+    else:
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(**shape)
+    config._attn_implementation = attn
+    return config
+
+
+def _visual_chunks(frames: int, chunk_frames: int, tokens_per_frame: int, width: int, seed: int, dtype):
+    """The visual tokens both contenders read, [1, K * tokens_per_frame, C] per chunk, the same for both."""
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, frames, chunk_frames):
+        count = min(chunk_frames, frames - start)
+        yield torch.randn(1, count * tokens_per_frame, width, generator=g).to(dtype)
+
+
+def _latency_worker(spec_path: str):
+    """One contender's language model in this fresh process: warm-up, baseline, then the timed runs."""
+    spec = json.loads(Path(spec_path).read_text())
+    device, dtype = _worker_setup(spec)
+    from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
+    from auroralong_hf.modeling.modeling_rwkv6 import Rwkv6Cache, Rwkv6ForCausalLM
+    from auroralong_hf.processing.tokenization_rwkv_world import RwkvWorldTokenizer
+
+    torch.manual_seed(spec["seed"])
+    text = Rwkv6Config(**spec["text_config"])
+    ours = spec["contender"] == "ours"
+    if ours:
+        model = Rwkv6ForCausalLM(text)
+    else:
+        from transformers import DynamicCache, LlamaForCausalLM, Qwen2ForCausalLM
+
+        config = transformer_config(spec["text_config"], spec["transformer"], spec["attn"])
+        model = (Qwen2ForCausalLM if spec["transformer"] == "qwen2" else LlamaForCausalLM)(config)
+    model = model.to(device=device, dtype=dtype).eval()
+    prefix_ids, suffix_ids = (ids.to(device) for ids in _prompt_ids(RwkvWorldTokenizer(), spec["question"]))
+    tpf, width, chunk_frames = spec["tokens_per_frame"], text.hidden_size, spec["chunk_frames"]
+
+    def timed(fn):
+        _sync(device)
+        start = time.perf_counter()
+        value = fn()
+        _sync(device)
+        return value, time.perf_counter() - start
+
+    def run(frames: int, new_tokens: int) -> dict:
+        chunks = _visual_chunks(frames, chunk_frames, tpf, width, spec["seed"] + 1, dtype)
+        prefill = 0.0
+        with torch.inference_mode():
+            if ours:  # streaming: the prompt's head, then the visual tokens chunk by chunk into the state
+                state = Rwkv6Cache(text, 1, device=device, dtype=dtype)
+                _, seconds = timed(lambda: model.model(input_ids=prefix_ids, past_key_values=state, use_cache=True))
+                prefill += seconds
+                for chunk in chunks:
+                    chunk = chunk.to(device)
+                    _, seconds = timed(lambda chunk=chunk: model.model(inputs_embeds=chunk, past_key_values=state,
+                                                                       use_cache=True))
+                    prefill += seconds
+                cache = state
+                first_input = {"input_ids": suffix_ids}
+            else:  # the whole prompt at once, visual tokens as inputs_embeds, into a KV cache
+                visual = torch.cat(list(chunks), dim=1).to(device)
+                embed = model.get_input_embeddings()
+                cache = DynamicCache(config=model.config)
+                embeds, seconds = timed(lambda: torch.cat([embed(prefix_ids), visual, embed(suffix_ids)], dim=1))
+                prefill += seconds
+                del visual
+                first_input = {"inputs_embeds": embeds}
+                del embeds
+            out, seconds = timed(lambda: model(**first_input, past_key_values=cache, use_cache=True,
+                                               logits_to_keep=1))
+            prefill += seconds
+            first_input = None
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            decode = 0.0
+            for _ in range(new_tokens - 1):
+                out, seconds = timed(lambda token=token: model(input_ids=token, past_key_values=cache,
+                                                               use_cache=True))
+                decode += seconds
+                token = out.logits[:, -1].argmax(-1, keepdim=True)
+        if ours:
+            cache_bytes, seen = _state_bytes(cache), cache.seen_tokens
+        else:
+            cache_bytes = sum(t.numel() * t.element_size() for layer in cache.layers
+                              for t in (layer.keys, layer.values) if t is not None)
+            seen = cache.get_seq_length()
+        return {"prefill_s": prefill, "decode_s": decode, "latency_s": prefill + decode, "cache_bytes": cache_bytes,
+                "cache_tokens": seen}
+
+    run(1, 2)  # warm-up: one frame, two tokens (thread pools, kernels), before the baseline
+    probe = _MemoryProbe(device)
+    runs = [run(spec["frames"], spec["new_tokens"]) for _ in range(spec["repeats"])]
+    memory = probe.result()
+    Path(spec["out"]).write_text(json.dumps({
+        **memory, "contender": spec["contender"], "frames": spec["frames"], "visual_tokens": spec["frames"] * tpf,
+        "prompt_tokens": prefix_ids.shape[1] + suffix_ids.shape[1], "new_tokens": spec["new_tokens"],
+        "prefill_s": _summary([r["prefill_s"] for r in runs]), "decode_s": _summary([r["decode_s"] for r in runs]),
+        "latency_s": _summary([r["latency_s"] for r in runs]), "cache_bytes": runs[-1]["cache_bytes"],
+        "cache_tokens": runs[-1]["cache_tokens"], "parameters": sum(p.numel() for p in model.parameters()),
+        "model_class": type(model).__name__,
+        "attn_implementation": None if ours else model.config._attn_implementation,
+        "threads": torch.get_num_threads(),
+    }))
+
+
+def _latency_table(report: dict) -> str:
+    env, geo = report["env"], report["geometry"]
+    lines = [
+        f"auroralong bench latency  {env['date']}",
+        f"torch {env['torch']}, {env['threads']} threads, CPU: {env['cpu']}, python {env['python']}, device "
+        f"{report['device']}, {report['dtype']}; 1-minute load average before {env['load_average_before']}, after "
+        f"{env['load_average_after']} (other processes on the CPU make timings noisy)",
+        f"language models, size {report['size']} ({report['sizes_source']}), random weights: hidden "
+        f"{geo['hidden_size']}, {geo['layers']} layers, FFN {geo['intermediate_size']}, vocab {geo['vocab_size']}",
+        f"  ours: Rwkv6ForCausalLM ({geo['ours_parameters'] / 1e6:.1f}M parameters), streaming: visual tokens "
+        f"{report['chunk_frames']} frames per chunk into the RNN state",
+        f"  transformer: {geo['transformer_class']} ({geo['transformer_parameters'] / 1e6:.1f}M parameters), "
+        f"{geo['heads']} heads of 64, {geo['attn_implementation']}, DynamicCache, the whole prompt at once as "
+        "inputs_embeds",
+        (f"both: sandwich prompt ({report['prompt_tokens']} text tokens) around frames x {report['tokens_per_frame']} "
+         "visual tokens (the same random embeddings)" if report["transformer_tokens_per_frame"] == report[
+             "tokens_per_frame"] else
+         f"both: sandwich prompt ({report['prompt_tokens']} text tokens) around frames x visual tokens (random "
+         f"embeddings): {report['tokens_per_frame']} per frame for ours, {report['transformer_tokens_per_frame']} for "
+         "the transformer (--transformer-tokens-per-frame)")
+        + f", then {report['new_tokens']} greedy answer tokens; "
+        f"latency = prefill + decode; {report['repeats']} timed run(s) after a 1-frame warm-up, min reported",
+        "memory: each contender and length in a fresh process; growth = peak resident set over the timed runs "
+        "(VmHWM, reset at the baseline) - resident set after the model is built and warmed up"
+        if report["device"] == "cpu" else
+        "memory: each contender and length in a fresh process; growth = max_memory_allocated - allocated after "
+        "warm-up",
+        "",
+    ]
+    header = ("frames", "tokens", "contender", "prefill", "decode", "latency", "peak MiB", "growth MiB",
+              "cache MiB")
+    rows = []
+    for row in report["rows"]:
+        for name in ("ours", "transformer"):
+            r = row[name]
+            rows.append((str(row["frames"]), str(r["cache_tokens"]), name, _fmt_s(r["prefill_s"]["min"]),
+                         _fmt_s(r["decode_s"]["min"]), _fmt_s(r["latency_s"]["min"]), f"{r['peak_mib']:.1f}",
+                         f"{r['growth_mib']:.1f}", f"{r['cache_bytes'] / 2**20:.2f}"))
+        rows.append(("", "", "transformer / ours", "", "", f"{row['latency_ratio']:.2f}x",
+                     f"{row['peak_ratio']:.2f}x",
+                     "-" if row["memory_ratio"] is None else f"{row['memory_ratio']:.2f}x",
+                     f"{row['cache_ratio']:.1f}x"))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines += [fmt.format(*header).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += [fmt.format(*r).rstrip() for r in rows]
+    lines.append("")
+    lines.append("claims (" + report["paper"]["setting"] + "):")
+    for claim in report["claims"]:
+        if not claim["run"]:
+            lines.append(f"  {claim['claim']}: paper {claim['paper']:g}x; not run here ({claim['frames']} frames not "
+                         "in --frames)")
+        elif claim["measured"] is None:
+            lines.append(f"  {claim['claim']}: paper {claim['paper']:g}x; no ratio (ours grew by nothing measurable)")
+        else:
+            lines.append(f"  {claim['claim']}: paper {claim['paper']:g}x, here {claim['measured']:.2f}x "
+                         f"({claim['measure']}): {'beats the paper' if claim['beats'] else 'below the paper'}")
+    lines.append(f"total wall time {report['elapsed_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def bench_latency(args: argparse.Namespace) -> dict:
+    """The RWKV-6 language model (streaming) against a transformer of its shape, same visual tokens, each length
+    and contender in a fresh process; table, and with --json one JSON object."""
+    started = time.perf_counter()
+    stream = sys.stderr if args.json else sys.stdout
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    _check_common(args)
+    sizes, sizes_source = bench_sizes()
+    size = sizes[args.size]
+    tpf = args.tokens_per_frame
+    if tpf is None:
+        from auroralong_hf.modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
+
+        tpf = tokens_per_frame(SiglipToMeVisionConfig(**size["vision_config"]))
+    other_tpf = args.transformer_tokens_per_frame or tpf
+    if tpf < 1 or other_tpf < 1:
+        raise ValueError("--tokens-per-frame and --transformer-tokens-per-frame must be at least 1.")
+    per_frame = {"ours": tpf, "transformer": other_tpf}
+    base_spec = {
+        "text_config": size["text_config"], "tokens_per_frame": tpf, "question": DESCRIBE_QUESTION,
+        "chunk_frames": args.chunk_frames, "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "transformer": args.transformer, "attn": args.attn, "device": args.device, "dtype": args.dtype,
+        "threads": args.threads, "flush_denormal": not args.no_flush_denormal, "seed": args.seed,
+    }
+    env = _env(args.threads)
+    labels = {"ours": "RWKV-6, streaming", "transformer": f"{args.transformer}, {args.attn}, KV cache"}
+    runs = [(frames, name) for frames in args.frames for name in ("ours", "transformer")]
+    with tempfile.TemporaryDirectory(prefix="auroralong-bench-latency-") as tmp_dir:
+        results = _run_workers(
+            "latency", [(dict(base_spec, contender=name, frames=frames, tokens_per_frame=per_frame[name]),
+                         f"{labels[name]}: {frames} frames = {frames * per_frame[name]} visual tokens")
+                        for frames, name in runs],
+            Path(tmp_dir), log, args.parallel,
+        )
+    rows = []
+    for frames in args.frames:
+        row = {"frames": frames, "visual_tokens": frames * tpf}
+        row.update({name: result for (f, name), result in zip(runs, results, strict=True) if f == frames})
+        ours, other = row["ours"], row["transformer"]
+        row["latency_ratio"] = other["latency_s"]["min"] / ours["latency_s"]["min"]
+        row["peak_ratio"] = other["peak_mib"] / ours["peak_mib"]
+        row["memory_ratio"] = other["growth_mib"] / ours["growth_mib"] if ours["growth_mib"] > 0 else None
+        row["cache_ratio"] = other["cache_bytes"] / ours["cache_bytes"]
+        rows.append(row)
+    env["load_average_after"] = _load_average()
+
+    from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
+
+    text = Rwkv6Config(**size["text_config"])
+    first = rows[0]
+    by_frames = {row["frames"]: row for row in rows}
+    claims = []
+    for claim, frames, paper, key, measure in (
+        ("memory at 1,024 frames", 1024, PAPER_MEMORY_RATIO, "memory_ratio",
+         "growth above the loaded model, transformer / ours"),
+        ("latency at 60 frames", 60, PAPER_LATENCY_RATIO, "latency_ratio", "prefill + decode, transformer / ours"),
+    ):
+        measured = by_frames[frames][key] if frames in by_frames else None
+        if other_tpf != tpf:
+            measure += f" (the transformer fed {other_tpf} tokens per frame, ours {tpf})"
+        claims.append({"claim": claim, "frames": frames, "run": frames in by_frames, "paper": paper,
+                       "measured": measured, "measure": measure,
+                       "beats": None if measured is None else measured > paper})
+    report = {
+        "env": env, "size": args.size, "sizes_source": sizes_source, "device": args.device, "dtype": args.dtype,
+        "geometry": {
+            "hidden_size": text.hidden_size, "layers": text.num_hidden_layers,
+            "intermediate_size": text.intermediate_size, "vocab_size": text.vocab_size,
+            "heads": max(text.hidden_size // 64, 1), "text_config": size["text_config"],
+            "ours_parameters": first["ours"]["parameters"], "transformer_class": first["transformer"]["model_class"],
+            "transformer_parameters": first["transformer"]["parameters"],
+            "attn_implementation": first["transformer"]["attn_implementation"],
+        },
+        "tokens_per_frame": tpf, "transformer_tokens_per_frame": other_tpf,
+        "prompt_tokens": first["ours"]["prompt_tokens"], "new_tokens": args.new_tokens,
+        "chunk_frames": args.chunk_frames, "repeats": args.repeats, "question": DESCRIBE_QUESTION,
+        "rows": rows, "claims": claims,
+        "paper": {"memory_ratio_1024_frames": PAPER_MEMORY_RATIO, "latency_ratio_60_frames": PAPER_LATENCY_RATIO,
+                  "setting": PAPER_SETTING},
+    }
+    report["elapsed_s"] = time.perf_counter() - started
+    print(_latency_table(report), file=stream, flush=True)
+    if args.json:
+        print(json.dumps(report), flush=True)
+    return report
+
+
+def run_bench_latency(args: argparse.Namespace) -> int:
+    bench_latency(args)
+    return 0
+
+
 def main(argv=None) -> dict:
     parser = add_bench_lm_arguments(argparse.ArgumentParser(prog="auroralong bench lm", description=__doc__))
     return bench_lm(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--rwkv-worker":
-        _rwkv_worker(sys.argv[2])
+    workers = {"--rwkv-worker": _rwkv_worker, "--memory-worker": _memory_worker, "--latency-worker": _latency_worker}
+    if len(sys.argv) == 3 and sys.argv[1] in workers:
+        workers[sys.argv[1]](sys.argv[2])
     else:
         main()

@@ -1,4 +1,4 @@
-"""The `auroralong` command line: `generate`, `convert rwkv6`, `bench lm`, `bench vision`, `tome-viz`.
+"""The `auroralong` command line: describe, create-random, generate, convert (rwkv6, auroralong, compose), tome-viz, bench.
 
 Sub-commands import their heavy modules only when they run, so `auroralong --help` stays fast.
 """
@@ -122,6 +122,40 @@ def build_parser() -> argparse.ArgumentParser:
     rwkv6.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     rwkv6.set_defaults(run=_convert_rwkv6)
 
+    # convert auroralong / convert compose (auroralong_hf/convert_auroralong.py, imported only when they run)
+    def _convert_auroralong(args) -> int:
+        from .convert_auroralong import run_cli
+
+        return run_cli(args)
+
+    xtuner = convert_kinds.add_parser(
+        "auroralong", help="the released xtuner layout (RWKV-6 LLM at the root, visual_encoder/, projector/) -> one "
+                           "AuroraLong model + processor folder, the released code's conventions as config switches"
+    )
+    xtuner.add_argument("source")
+    xtuner.add_argument("output")
+    xtuner.add_argument("--truncate-vision", action=argparse.BooleanOptionalAction, default=None,
+                        help="drop the tower's last layer (features = hidden_states[-2]); default: yes unless it "
+                             "already has 23 layers")
+    compose = convert_kinds.add_parser(
+        "compose", help="a fresh AuroraLong from a SigLIP vision folder and any RWKV-6 checkpoint, projector random "
+                        "(the start of stage-1 training)"
+    )
+    compose.add_argument("--vision", required=True, help="SiglipVisionModel or SiglipModel save_pretrained folder")
+    compose.add_argument("--language", required=True, help="RWKV-6: BlinkDL .pth, RWKV/v6-Finch-HF or fla folder")
+    compose.add_argument("output")
+    compose.add_argument("--vision-layers", type=int, default=None,
+                         help="keep only the tower's first N layers (default: all)")
+    compose.add_argument("--seed", type=int, default=0, help="seed of the projector's random init (default 0)")
+    for sub in (xtuner, compose):
+        sub.add_argument("--token-kept-ratio", type=float, default=0.1,
+                         help="fraction of each frame's patches kept by S-ToMe, in (0, 1] (default 0.1)")
+        sub.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                         help="dtype of the written weights (default: the sources')")
+        sub.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        sub.set_defaults(run=_convert_auroralong)
+
     bench = commands.add_parser("bench", help="efficiency benchmarks")
     bench_kinds = bench.add_subparsers(dest="kind", required=True)
     lm = bench_kinds.add_parser("lm", help="RWKV-6 language model: WKV, prefill and decode against their bounds")
@@ -136,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_vision_arguments(vision)
     vision.set_defaults(run=_bench_vision)
+    from .bench import add_bench_latency_arguments, add_bench_memory_arguments, run_bench_latency, run_bench_memory
+
+    memory = bench_kinds.add_parser(
+        "memory", help="peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh "
+                       "process each"
+    )
+    add_bench_memory_arguments(memory)
+    memory.set_defaults(run=run_bench_memory)
+    latency = bench_kinds.add_parser(
+        "latency", help="RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same "
+                        "visual tokens: memory and latency ratios"
+    )
+    add_bench_latency_arguments(latency)
+    latency.set_defaults(run=run_bench_latency)
 
     viz = commands.add_parser(
         "tome-viz", help="draw S-ToMe's merged groups and the tokens' visiting order over an image or video's frames"
@@ -152,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
     viz.add_argument("--json", action="store_true", help="print one JSON object")
     viz.set_defaults(run=_tome_viz)
+
+    # describe / create-random: both modules import torch and transformers only when their command runs
+    from .create_random import add_create_random_arguments, run_create_random
+    from .describe import add_describe_arguments, run_describe
+
+    describe = commands.add_parser(
+        "describe", help="answer a question about a video, streaming it through the RNN state; report the cost"
+    )
+    add_describe_arguments(describe)
+    describe.set_defaults(run=run_describe)
+    create = commands.add_parser("create-random", help="write a model + processor folder with random weights")
+    add_create_random_arguments(create)
+    create.set_defaults(run=run_create_random)
     return parser
 
 

@@ -712,16 +712,21 @@ def _resolve_dtype(dtype, sd: dict[str, torch.Tensor]) -> torch.dtype:
     return resolved
 
 
-def _build_model(config: Rwkv6Config, sd: dict[str, torch.Tensor]):
-    from .modeling.modeling_rwkv6 import Rwkv6ForCausalLM
+def _build_model(config, sd: dict[str, torch.Tensor], model_class=None):
+    """`model_class(config)` (default Rwkv6ForCausalLM) holding exactly the tensors of `sd`."""
+    if model_class is None:
+        from .modeling.modeling_rwkv6 import Rwkv6ForCausalLM as model_class
 
-    # Build on the meta device and adopt the checkpoint's tensors (no random init, no second copy of a 7B model);
-    # fall back to a normal build if the model keeps any meta tensor that the state dict does not provide.
-    with torch.device("meta"):
-        model = Rwkv6ForCausalLM(config)
+    from accelerate import init_empty_weights
+
+    # Build the parameters on the meta device and adopt the checkpoint's tensors (no random init, no second copy of
+    # a 7B model); buffers are built normally, so non-persistent ones (SigLIP's position_ids) keep their values.
+    # Fall back to a normal build if the model keeps any meta tensor that the state dict does not provide.
+    with init_empty_weights(include_buffers=False):
+        model = model_class(config)
     _strict_load(model, sd, assign=True)
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
-        model = Rwkv6ForCausalLM(config)
+        model = model_class(config)
         _strict_load(model, sd, assign=False)
     if config.tie_word_embeddings:
         model.tie_weights()
@@ -734,10 +739,47 @@ def _strict_load(model, sd, *, assign: bool) -> None:
     unexpected = sorted(set(sd) - expected)
     if missing or unexpected:
         raise RuntimeError(
-            "The converted tensors do not match Rwkv6ForCausalLM: "
+            f"The converted tensors do not match {type(model).__name__}: "
             f"missing {missing or 'none'}; unexpected {unexpected or 'none'}."
         )
     model.load_state_dict(sd, strict=True, assign=assign)
+
+
+def _check_output_dir(output_dir, overwrite: bool) -> Path:
+    """The absolute output folder; FileExistsError if it is a file, or a non-empty folder without `overwrite`."""
+    output_dir = Path(output_dir).expanduser().absolute()
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise FileExistsError(f"{output_dir} exists and is not a folder.")
+        if any(output_dir.iterdir()) and not overwrite:
+            raise FileExistsError(f"{output_dir} is not empty; pass overwrite=True to replace it.")
+    return output_dir
+
+
+def _write_folder_atomically(output_dir: Path, write) -> None:
+    """Run `write(tmp_dir)` in a temporary sibling folder, then rename it to `output_dir`.
+
+    On any failure the temporary folder is deleted and an existing `output_dir` is left as it was; a replaced
+    `output_dir` (overwrite) is moved aside first and deleted only after the rename succeeded.
+    """
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old_dir = None
+    try:
+        tmp_dir.mkdir()
+        write(tmp_dir)
+        if output_dir.exists():
+            # Empty, or overwrite=True: move the old folder aside first, delete it only after the rename.
+            old_dir = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            output_dir.rename(old_dir)
+        tmp_dir.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old_dir is not None and old_dir.exists() and not output_dir.exists():
+            old_dir.rename(output_dir)
+        raise
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
 
 
 def convert_rwkv6_checkpoint(
@@ -755,12 +797,7 @@ def convert_rwkv6_checkpoint(
     A non-empty `output_dir` is refused unless `overwrite=True`. `dtype` (float32 / bfloat16 / float16) defaults
     to the checkpoint's own dtype. Returns a report of plain values (JSON-serialisable, printable).
     """
-    output_dir = Path(output_dir).expanduser().absolute()
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise FileExistsError(f"{output_dir} exists and is not a folder.")
-        if any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"{output_dir} is not empty; pass overwrite=True to replace it.")
+    output_dir = _check_output_dir(output_dir, overwrite)
 
     requested_dtype = None if dtype is None else _resolve_dtype(dtype, {})  # a bad dtype fails before any loading
     sd, config, fmt, notes = _load(source)
@@ -779,28 +816,14 @@ def convert_rwkv6_checkpoint(
     del sd
     model = model.to(target_dtype).eval()
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old_dir = None
-    try:
-        tmp_dir.mkdir()
-        model.save_pretrained(tmp_dir, safe_serialization=True)
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
         if save_tokenizer:
             from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
 
-            RwkvWorldTokenizer().save_pretrained(tmp_dir)
-        if output_dir.exists():
-            # Empty, or overwrite=True: move the old folder aside first, delete it only after the rename.
-            old_dir = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            output_dir.rename(old_dir)
-        tmp_dir.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if old_dir is not None and old_dir.exists() and not output_dir.exists():
-            old_dir.rename(output_dir)
-        raise
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
+            RwkvWorldTokenizer().save_pretrained(folder)
+
+    _write_folder_atomically(output_dir, write)
 
     return {
         "format": fmt,

@@ -1,0 +1,178 @@
+"""`auroralong create-random OUT --size tiny|small|2b`: a complete AuroraLong folder (model + processor) with random
+weights.
+
+- `tiny`: the real 384/16 patch grid and 23 layers (so the S-ToMe schedule and the 58 tokens per frame are the
+  paper's) with very small widths, for tests (about 9 M parameters, most of them the 65536-row embeddings).
+- `small`: wider, still quick on a CPU (about 42 M parameters): the embedded default of `auroralong describe`.
+- `2b`: the paper's geometry (`AuroraLongConfig()`'s defaults: SigLIP-L/16-384 with 23 layers + Finch 1.6B), for
+  benchmarks and training from scratch; about 8 GB in float32, half that with `--dtype bfloat16`.
+
+The weights are the models' own initialisation (SigLIP's, Finch's, the projector's) after `torch.manual_seed(seed)`,
+so a size and a seed always give the same model. The folder is written to a temporary sibling that is renamed to
+OUT once complete: a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+# Vision: SigLIP fields; text: Rwkv6Config fields. None = the AuroraLongConfig default (the paper's model).
+SIZES: dict[str, dict | None] = {
+    "tiny": {
+        "vision_config": {
+            "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 23,
+            "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1, "vision_use_head": False,
+        },
+        "text_config": {"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32, "vocab_size": 65536},
+    },
+    "small": {
+        "vision_config": {
+            "hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4, "num_hidden_layers": 23,
+            "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1, "vision_use_head": False,
+        },
+        "text_config": {"hidden_size": 256, "num_hidden_layers": 4, "head_size": 64, "vocab_size": 65536},
+    },
+    "2b": None,
+}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def random_config(size: str, token_kept_ratio: float | None = None):
+    """The `AuroraLongConfig` of a named size (see SIZES); `token_kept_ratio` overrides the tower's."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    from .modeling.configuration_auroralong import SIGLIP_L_384_TOME, AuroraLongConfig
+
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}: choose one of {', '.join(SIZES)}.")
+    kwargs = {"vision_config": dict(SIGLIP_L_384_TOME)} if SIZES[size] is None else {
+        key: dict(value) for key, value in SIZES[size].items()
+    }
+    if token_kept_ratio is not None:
+        kwargs["vision_config"].update(token_kept_ratio=token_kept_ratio, tome_r=None)
+    try:
+        return AuroraLongConfig(**kwargs)
+    except StrictDataclassError as error:  # e.g. a kept ratio outside (0, 1]: a ValueError for the command line
+        raise ValueError(str(error)) from error
+
+
+def random_model(size: str, *, seed: int = 0, dtype: str = "float32", token_kept_ratio: float | None = None):
+    """(model in eval mode, processor) of a named size, the weights initialised after `torch.manual_seed(seed)`.
+
+    The parameters are created in `dtype` directly (no float32 copy first), which matters for `2b`.
+    """
+    import torch
+
+    from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
+    from .processing.processing_auroralong import AuroraLongProcessor
+
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
+    config = random_config(size, token_kept_ratio)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        model = AuroraLongForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.config.dtype = getattr(torch, dtype)  # recorded in config.json
+    processor = AuroraLongProcessor.from_vision_config(config.vision_config)
+    return model.eval(), processor
+
+
+def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str = "float32",
+                  overwrite: bool = False) -> dict:
+    """Write a random model of `size` and its processor into `output_dir` (model.save_pretrained +
+    processor.save_pretrained); `AutoModelForImageTextToText` / `AutoProcessor.from_pretrained` read it back.
+
+    A non-empty `output_dir` is refused unless `overwrite=True`. Returns a report of plain values.
+    """
+    output_dir = Path(output_dir).expanduser().absolute()
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise FileExistsError(f"{output_dir} exists and is not a folder.")
+        if any(output_dir.iterdir()) and not overwrite:
+            raise FileExistsError(f"{output_dir} is not empty; pass --overwrite to replace it.")
+    start = time.perf_counter()
+    model, processor = random_model(size, seed=seed, dtype=dtype)
+    num_parameters = sum(p.numel() for p in model.parameters())
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old_dir = None
+    try:
+        tmp_dir.mkdir()
+        with quiet_transformers_bars(not sys.stderr.isatty()):
+            model.save_pretrained(tmp_dir)
+        processor.save_pretrained(tmp_dir)
+        if output_dir.exists():
+            # Empty, or overwrite: move the old folder aside, delete it only once the new one is in place.
+            old_dir = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            output_dir.rename(old_dir)
+        tmp_dir.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old_dir is not None and old_dir.exists() and not output_dir.exists():
+            old_dir.rename(output_dir)
+        raise
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
+
+    files = sorted(p.name for p in output_dir.iterdir())
+    return {
+        "output_dir": str(output_dir),
+        "size": size,
+        "seed": seed,
+        "dtype": dtype,
+        "num_parameters": num_parameters,
+        "tokens_per_frame": processor.tokens_per_frame,
+        "bytes": sum(os.path.getsize(output_dir / name) for name in files),
+        "files": files,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def add_create_random_arguments(parser) -> None:
+    parser.add_argument("output", help="the folder to write (refused when not empty, unless --overwrite)")
+    parser.add_argument("--size", choices=list(SIZES), default="tiny",
+                        help="tiny: tests (384/16 grid, tiny widths); small: quick demos; 2b: the paper's geometry")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation (default 0)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="dtype of the weights (2b: ~8 GB in float32, ~4 GB in bfloat16)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+
+def run_create_random(args) -> int:
+    import json
+
+    report = create_random(args.output, args.size, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+@contextlib.contextmanager
+def quiet_transformers_bars(quiet: bool = True):
+    """Turn transformers' own progress bars (loading and writing weights) off inside the block when `quiet`."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    if quiet and enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and enabled:
+            hf_logging.enable_progress_bar()
+
+
+__all__ = [
+    "SIZES", "add_create_random_arguments", "create_random", "quiet_transformers_bars", "random_config", "random_model",
+    "run_create_random",
+]

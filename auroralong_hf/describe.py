@@ -1,0 +1,480 @@
+"""`auroralong describe [VIDEO] [-q QUESTION]`: answer a question about a video and say what it cost.
+
+The pipeline is the streaming one, so memory does not grow with the video's length:
+
+1. the prompt is the sandwich chat template rendered for the question and split at its single `<video>`:
+   prefix "User: Q\\n", suffix "\\nQ\\n\\nAssistant:";
+2. the prefix's tokens go into a fresh RNN state (`model.feed`);
+3. the video is decoded `--chunk-frames` sampled frames at a time (`processor.video_chunks`) and each chunk goes
+   through the S-ToMe tower and the projector into the state (`model.stream_video`); one chunk exists at a time;
+4. `model.generate` continues from the state with the suffix, greedy unless `--sample`, stopping at "\\n\\n"
+   (World token 261) or after `--max-new-tokens`.
+
+`--save-state PATH` writes the state after the video (`Rwkv6Cache.save`); `--state PATH` answers a new question
+from such a file without the video: only the suffix (with the new question) is fed. The question of the run that
+saved the state stays in it (the prefix); the sandwich repeats the question after the video, which is what the
+answer follows. A state of another geometry (layers, width, heads) is refused.
+
+Frames: the processor's sampling (1 fps unless the model folder's processor says otherwise), `--fps F` or
+`--num-frames N` (N frames spread evenly). `--max-frames M` (default 7200, two hours at 1 fps; 0: no cap) is a
+safety cap: a video whose sampling gives more than M frames is refused with an error before anything is decoded,
+and so is `--num-frames N` with N > M; nothing is sampled down silently (lower `--fps`, or ask `--num-frames`).
+A `max_frames` saved in a model folder's processor is that model's own sampling rule and still applies.
+
+Cost, as reported: `frames` sampled, `tokens_per_frame` (the tower's S-ToMe schedule), `visual_tokens` (frames x
+tokens per frame), `state_bytes` (the sum of the state's tensors), `seconds` (prompt + decoding + encoding +
+generation, without loading the model; that is `load_seconds`) and `peak_memory_bytes`: the peak of the memory in
+use during that pipeline above what was in use when it started (the loaded model, the Python runtime), i.e. the
+working memory that streaming keeps constant:
+
+- CUDA: `torch.cuda.max_memory_allocated()` after `torch.cuda.reset_peak_memory_stats()`, minus the memory
+  allocated at the start (`peak_memory_measure` "cuda_max_allocated");
+- CPU on Linux: the process's peak resident set size is reset to its current size by writing 5 to
+  /proc/self/clear_refs, and VmHWM minus VmRSS at the start is reported ("rss_high_water_mark");
+- elsewhere: `resource.getrusage(RUSAGE_SELF).ru_maxrss` after minus before ("ru_maxrss_delta"); ru_maxrss is the
+  process's lifetime peak and never goes down, so this counts only growth above the earlier peak (model loading
+  included) and can read low, even 0.
+
+Without `--model` the model is an embedded untrained random one (`create_random`'s "small" size, seed 0, built in
+memory: no download, no file), labelled as such: the pipeline and its costs are real, the answer is gibberish.
+Without VIDEO the clip that ships with the package (auroralong_hf/data/sample.mp4, made by `write_sample_clip`)
+is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_QUESTION = "What happens in this video?"
+DEFAULT_MAX_FRAMES = 7200
+DEFAULT_CHUNK_FRAMES = 8
+EMBEDDED_SIZE = "small"
+EMBEDDED_SEED = 0
+STOP_TOKEN_ID = 261  # "\n\n" in the World vocabulary: the end of an answer
+SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample.mp4"
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+PROCESSOR_FILES = ("processor_config.json", "tokenizer_config.json")
+
+
+# ------------------------------------------------------------------------------------------------ the sample clip
+
+
+def _sample_frame(t: float, width: int, height: int):
+    """The picture at `t` seconds: a red ball bouncing from left to right over grass, under a sky with a sun."""
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = np.stack([100 + 60 * y / height, 160 + 50 * y / height, np.full(y.shape, 235.0)], -1).astype(np.uint8)
+    image[y > 0.7 * height] = (60, 150, 60)
+    image[(x - 0.82 * width) ** 2 + (y - 0.18 * height) ** 2 < (0.07 * width) ** 2] = (250, 220, 60)
+    cx = 20 + (width - 40) * t / 6.0
+    cy = 0.7 * height - 14 - abs(np.sin(np.pi * t / 1.6)) * 0.36 * height  # a bounce every 1.6 s
+    image[(x - cx) ** 2 + (y - cy) ** 2 < 14 ** 2] = (220, 40, 40)
+    return image
+
+
+def write_sample_clip(path, seconds: int = 6, fps: int = 8, size: tuple[int, int] = (256, 192)) -> Path:
+    """Write the package's sample clip: `seconds` s of a bouncing ball, H.264 (libx264, CRF 28) in mp4, about 8 KB.
+
+    Run once, from the repository root, to make auroralong_hf/data/sample.mp4 (it ships as package data; encoders
+    differ in their bytes, so it is not regenerated at install or test time):
+
+        python -c "from auroralong_hf.describe import *; write_sample_clip('auroralong_hf/data/sample.mp4')"
+    """
+    import av
+
+    width, height = size
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "28", "preset": "veryslow", "g": str(seconds * fps)}
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(_sample_frame(i / fps, width, height), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ the model
+
+
+def check_model_folder(folder) -> Path:
+    """A clear error unless `folder` holds an AuroraLong model and its processor (config, weights, processor and
+    tokenizer files)."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such model folder.")
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder (--model takes a save_pretrained folder).")
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append("the weights (" + " or ".join(WEIGHT_FILES[::2]) + ")")
+    missing += [name for name in PROCESSOR_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{folder}: incomplete model folder, missing {', '.join(missing)} (a complete one is written by "
+            "model.save_pretrained + processor.save_pretrained, or `auroralong create-random`)."
+        )
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder / 'config.json'}: unreadable: {error}") from None
+    if model_type != "auroralong":
+        raise ValueError(f"{folder}: not an AuroraLong model folder (config.json has model_type {model_type!r}).")
+    return folder
+
+
+def load_model(model_dir=None, *, token_kept_ratio=None, dtype=None, device="cpu"):
+    """(model, processor, label, untrained): from a folder, or the embedded untrained random model."""
+    import torch
+    from huggingface_hub.errors import StrictDataclassError
+
+    if token_kept_ratio is not None and not 0 < token_kept_ratio <= 1:
+        raise ValueError(f"--token-kept-ratio must be in (0, 1], got {token_kept_ratio}.")
+    if model_dir is None:
+        from .create_random import random_model
+
+        model, processor = random_model(EMBEDDED_SIZE, seed=EMBEDDED_SEED, dtype=dtype or "float32",
+                                        token_kept_ratio=token_kept_ratio)
+        label = f"untrained random model ({EMBEDDED_SIZE}, seed {EMBEDDED_SEED}; its answers are gibberish)"
+        return model.to(device), processor, label, True
+
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from .create_random import quiet_transformers_bars
+
+    folder = check_model_folder(model_dir)
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        if token_kept_ratio is not None:
+            config.vision_config.token_kept_ratio = float(token_kept_ratio)
+            config.vision_config.tome_r = None  # an explicit ratio wins over a fixed per-layer count
+            config.vision_config.validate()
+        load_dtype = getattr(torch, dtype) if dtype else (torch.float32 if device == "cpu" else "auto")
+        with quiet_transformers_bars():  # the frames get a progress bar, loading does not
+            model = AutoModelForImageTextToText.from_pretrained(str(folder), config=config, dtype=load_dtype)
+        processor = AutoProcessor.from_pretrained(str(folder))
+    except StrictDataclassError as error:
+        raise ValueError(f"{folder}: {error}") from None
+    except OSError as error:  # transformers' "no file named ..." and unreadable files
+        raise ValueError(f"{folder}: cannot load the model: {error}") from None
+    if token_kept_ratio is None and processor.tokens_per_frame != _tokens_per_frame(model):
+        raise ValueError(
+            f"{folder}: the processor expects {processor.tokens_per_frame} tokens per frame but the vision tower "
+            f"gives {_tokens_per_frame(model)}: the processor and the model do not belong together."
+        )
+    return model.to(device).eval(), processor, str(folder), False
+
+
+def _tokens_per_frame(model) -> int:
+    from .modeling.configuration_siglip_tome import tokens_per_frame
+
+    return tokens_per_frame(model.config.vision_config)
+
+
+def prompt_pieces(processor, question: str) -> tuple[str, str]:
+    """The chat template rendered for one video and `question`, split at its `<video>`: (prefix, suffix)."""
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    pieces = rendered.split(processor.video_token)
+    if len(pieces) != 2:
+        raise ValueError(
+            f"The chat template renders {len(pieces) - 1} {processor.video_token} placeholders for one video."
+        )
+    return pieces[0], pieces[1]
+
+
+# -------------------------------------------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak memory in use above the level at construction (see the module docstring for how it is measured)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.measure, self.base = "cuda_max_allocated", torch.cuda.memory_allocated(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")  # resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0)
+            self.measure, self.base = "rss_high_water_mark", self._proc_status("VmRSS")
+        except OSError:
+            self.measure, self.base = "ru_maxrss_delta", self._ru_maxrss()
+
+    @staticmethod
+    def _proc_status(field: str) -> int:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # kB
+        raise OSError(f"/proc/self/status has no {field}")
+
+    @staticmethod
+    def _ru_maxrss() -> int:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+    def peak(self) -> int:
+        import torch
+
+        if self.measure == "cuda_max_allocated":
+            torch.cuda.synchronize(self.device)
+            now = torch.cuda.max_memory_allocated(self.device)
+        elif self.measure == "rss_high_water_mark":
+            now = self._proc_status("VmHWM")
+        else:
+            now = self._ru_maxrss()
+        return max(0, now - self.base)
+
+
+# ------------------------------------------------------------------------------------------------------ describe
+
+
+def _planned_frames(processor, video, sampling: dict) -> int:
+    """How many frames the processor will sample from `video` (a demux pass, nothing decoded)."""
+    from .processing.video_io import probe_video, sample_frame_indices
+
+    rule = {
+        "fps": processor.fps, "num_frames": processor.num_frames, "max_frames": processor.max_frames,
+        "include_last_frame": processor.include_last_frame,
+    }
+    rule.update(sampling)
+    _, timestamps = probe_video(video, backend=processor.video_backend)
+    try:
+        return len(sample_frame_indices(timestamps, **rule))
+    except ValueError as error:
+        raise ValueError(f"{video}: {error}") from None
+
+
+def _stream_chunks(chunks, total: int, progress: bool):
+    """The chunks' pixels, a progress bar over frames (advanced once a chunk is consumed), and a clear error when
+    decoding fails part-way (the frames done so far are named)."""
+    from tqdm.auto import tqdm
+
+    done = 0
+    iterator = iter(chunks)
+    with tqdm(total=total, unit="frame", desc="frames", file=sys.stderr, disable=not progress, leave=False) as bar:
+        while True:
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                break
+            except ValueError as error:
+                raise ValueError(
+                    f"decoding stopped after {done} of {total} sampled frames, no answer was generated: {error}"
+                ) from error
+            pixels = chunk["pixel_values_videos"]
+            count = pixels.shape[1]
+            yield pixels
+            done += count
+            bar.update(count)
+
+
+def _state_bytes(state) -> int:
+    return sum(t.numel() * t.element_size() for tensors in (state.attn_shift, state.ffn_shift, state.wkv)
+               for t in tensors)
+
+
+def _write_state(state, path) -> None:
+    """`state.save` to a temporary file beside `path`, then renamed over it."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        state.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def describe(
+    video=None,
+    question: str = DEFAULT_QUESTION,
+    *,
+    model_dir=None,
+    fps: float | None = None,
+    num_frames: int | None = None,
+    token_kept_ratio: float | None = None,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    max_new_tokens: int = 64,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    sample: bool = False,
+    seed: int = 0,
+    state: str | os.PathLike | None = None,
+    save_state: str | os.PathLike | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Answer `question` about `video` (default: the shipped sample clip) by streaming it into the RNN state, or
+    from a saved `state`; returns the answer and its cost (see the module docstring)."""
+    import torch
+
+    from .modeling.modeling_rwkv6 import Rwkv6Cache
+
+    if state is not None and video is not None:
+        raise ValueError("Give a VIDEO or --state, not both (--state answers from a video already read).")
+    if state is not None and save_state is not None:
+        raise ValueError("--save-state writes the state after a video; with --state there is no new video.")
+    if fps is not None and num_frames is not None:
+        raise ValueError("Give --fps or --num-frames, not both.")
+    if num_frames is not None and num_frames <= 0:
+        raise ValueError(f"--num-frames must be > 0, got {num_frames}.")
+    if max_frames < 0:
+        raise ValueError(f"--max-frames must be >= 0 (0: no cap), got {max_frames}.")
+    if max_frames and num_frames is not None and num_frames > max_frames:
+        raise ValueError(f"--num-frames {num_frames} is more than the cap --max-frames {max_frames}.")
+    if chunk_frames <= 0:
+        raise ValueError(f"--chunk-frames must be > 0, got {chunk_frames}.")
+    if max_new_tokens <= 0:
+        raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}.")
+    if not question or not question.strip():
+        raise ValueError("The question is empty.")
+    if state is None:
+        video = str(SAMPLE_CLIP if video is None else video)
+        if not Path(video).expanduser().exists():
+            raise FileNotFoundError(f"{video}: no such video file.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    start = time.perf_counter()
+    model, processor, label, untrained = load_model(model_dir, token_kept_ratio=token_kept_ratio, dtype=dtype,
+                                                    device=device)
+    load_seconds = time.perf_counter() - start
+    tokenizer = processor.tokenizer
+    prefix, suffix = prompt_pieces(processor, question)
+    per_frame = _tokens_per_frame(model)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    # --fps also clears a num_frames the folder's processor may set (it would win over fps); neither: the processor's
+    sampling = {"num_frames": num_frames} if num_frames is not None else {}
+    if fps is not None:
+        sampling = {"fps": fps, "num_frames": None}
+
+    memory = PeakMemory(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if state is not None:
+            rnn = Rwkv6Cache.load(state, model.config.text_config, device=model.device)
+            rnn.attn_shift[:] = [t.to(model.dtype) for t in rnn.attn_shift]
+            rnn.ffn_shift[:] = [t.to(model.dtype) for t in rnn.ffn_shift]
+            frames = 0
+        else:
+            frames = _planned_frames(processor, video, sampling)
+            if max_frames and frames > max_frames:
+                raise ValueError(
+                    f"{video}: sampling gives {frames} frames, more than the cap --max-frames {max_frames}; lower "
+                    "--fps, ask for --num-frames, or raise the cap (0: none)."
+                )
+            rnn = model.new_state(1)
+            model.feed(rnn, torch.tensor([tokenizer.encode(prefix)], device=model.device))
+            separator = None
+            if processor.frame_separator:
+                separator = torch.tensor(tokenizer.encode(processor.frame_separator), device=model.device)
+            chunks = processor.video_chunks(video, chunk_frames=chunk_frames, **sampling)
+            model.stream_video(rnn, _stream_chunks(chunks, frames, progress), separator_ids=separator)
+            if save_state is not None:
+                _write_state(rnn, save_state)
+        state_bytes = _state_bytes(rnn)
+        suffix_ids = tokenizer.encode(suffix)
+        if sample:
+            torch.manual_seed(seed)
+        output = model.generate(
+            torch.tensor([suffix_ids], device=model.device),
+            attention_mask=torch.ones(1, rnn.seen_tokens + len(suffix_ids), dtype=torch.long, device=model.device),
+            past_key_values=rnn, max_new_tokens=max_new_tokens, do_sample=sample, eos_token_id=STOP_TOKEN_ID,
+            pad_token_id=0,
+        )
+    new_tokens = output[0, len(suffix_ids):].tolist()
+    seconds = time.perf_counter() - start
+    peak = memory.peak()
+    answer = tokenizer.decode(new_tokens, skip_special_tokens=True).split("\n\n")[0].strip()
+    return {
+        "answer": answer,
+        "question": question,
+        "video": None if state is not None else video,
+        "state": None if state is None else str(state),
+        "model": label,
+        "untrained": untrained,
+        "frames": frames,
+        "tokens_per_frame": per_frame,
+        "visual_tokens": frames * per_frame,
+        "new_tokens": len(new_tokens),
+        "state_bytes": state_bytes,
+        "seconds": round(seconds, 3),
+        "load_seconds": round(load_seconds, 3),
+        "peak_memory_bytes": peak,
+        "peak_memory_measure": memory.measure,
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "chunk_frames": chunk_frames,
+    }
+
+
+def add_describe_arguments(parser) -> None:
+    parser.add_argument("video", nargs="?", default=None,
+                        help="a video file (anything PyAV decodes); absent: the short clip that ships with the package")
+    parser.add_argument("-q", "--question", default=DEFAULT_QUESTION, help=f"default: {DEFAULT_QUESTION!r}")
+    parser.add_argument("--model", help="an AuroraLong save_pretrained folder (model + processor); absent: an "
+                                        "embedded untrained random model")
+    frames = parser.add_mutually_exclusive_group()
+    frames.add_argument("--fps", type=float, default=None, help="frames sampled per second (default: the "
+                                                                "processor's, 1.0)")
+    frames.add_argument("--num-frames", type=int, default=None, help="sample this many frames, spread evenly")
+    parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
+                        help=f"refuse a video that samples to more frames than this (default {DEFAULT_MAX_FRAMES}; "
+                             "0: no cap)")
+    parser.add_argument("--token-kept-ratio", type=float, default=None,
+                        help="fraction of each frame's patches (576 at 384/16) kept by S-ToMe, in (0, 1] "
+                             "(default: the model's)")
+    parser.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES,
+                        help=f"frames decoded and encoded at a time (default {DEFAULT_CHUNK_FRAMES})")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length cap (default 64)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --sample")
+    parser.add_argument("--save-state", metavar="PATH", help="write the RNN state after the video (safetensors)")
+    parser.add_argument("--state", metavar="PATH", help="answer from a state saved by --save-state, without a video")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="default: float32 on CPU, the folder's dtype on CUDA")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_describe(args) -> int:
+    report = describe(
+        args.video, args.question, model_dir=args.model, fps=args.fps, num_frames=args.num_frames,
+        token_kept_ratio=args.token_kept_ratio, chunk_frames=args.chunk_frames, max_new_tokens=args.max_new_tokens,
+        max_frames=args.max_frames, sample=args.sample, seed=args.seed, state=args.state, save_state=args.save_state,
+        dtype=args.dtype, device=args.device,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    source = f"state {report['state']}" if report["state"] else report["video"]
+    print(report["answer"])
+    print(f"-- {report['model']}")
+    print(f"-- {source}: {report['frames']} frames x {report['tokens_per_frame']} tokens = "
+          f"{report['visual_tokens']} visual tokens; state {report['state_bytes'] / 2**20:.2f} MiB; "
+          f"{report['seconds']:.2f} s (+ {report['load_seconds']:.2f} s loading); peak memory "
+          f"+{report['peak_memory_bytes'] / 2**20:.1f} MiB over the loaded model ({report['peak_memory_measure']}, "
+          f"{report['device']})")
+    return 0
+
+
+__all__ = ["DEFAULT_QUESTION", "SAMPLE_CLIP", "check_model_folder", "describe", "prompt_pieces", "write_sample_clip"]
