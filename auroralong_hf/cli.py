@@ -1,4 +1,4 @@
-"""The `auroralong` command line: describe, create-random, generate, convert (rwkv6, auroralong, compose), tome-viz, bench.
+"""The `auroralong` command line: describe, create-random, generate, convert, tome-viz, bench.
 
 Sub-commands import their heavy modules only when they run, so `auroralong --help` stays fast.
 """
