@@ -29,15 +29,14 @@ import torch
 
 from .convert_rwkv6 import (
     _build_model,
-    _check_output_dir,
     _load_weight_files,
     _read_json,
     _resolve_dtype,
     _weight_files,
-    _write_folder_atomically,
     detect_rwkv6_format,
     load_rwkv6_checkpoint,
 )
+from .folders import check_output_dir, write_folder_atomically
 
 # SigLIP vision geometry fields carried over from a source config.json (absent ones take SigLIP's defaults, as
 # transformers does when it reads such a file: older versions wrote only the non-default values).
@@ -402,7 +401,7 @@ def _write(output_dir: Path, config, sd: dict[str, torch.Tensor], target_dtype: 
         model.save_pretrained(folder, safe_serialization=True)
         processor.save_pretrained(folder)
 
-    _write_folder_atomically(output_dir, write)
+    write_folder_atomically(output_dir, write)
     return num_parameters
 
 
@@ -470,7 +469,7 @@ def convert_auroralong_checkpoint(
     missing tensors or inconsistent sizes; FileExistsError for a non-empty output folder without `overwrite`.
     """
     root = _require_dir(Path(source).expanduser().absolute(), "AuroraLong xtuner checkpoint")
-    output_dir = _check_output_dir(output_dir, overwrite)
+    output_dir = check_output_dir(output_dir, overwrite)
     ratio = _check_ratio(token_kept_ratio)
     if dtype is not None:
         _resolve_dtype(dtype, {})  # a bad dtype fails before any loading
@@ -554,7 +553,7 @@ def compose_auroralong(
     language_path = Path(language).expanduser().absolute()
     if not language_path.exists():
         raise FileNotFoundError(f"RWKV-6 checkpoint not found: {language_path}")
-    output_dir = _check_output_dir(output_dir, overwrite)
+    output_dir = check_output_dir(output_dir, overwrite)
     ratio = _check_ratio(token_kept_ratio)
     if dtype is not None:
         _resolve_dtype(dtype, {})

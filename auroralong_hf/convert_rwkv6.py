@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import torch
 from transformers.utils import logging
 
+from .folders import check_output_dir, write_folder_atomically
 from .modeling.configuration_rwkv6 import Rwkv6Config
 
 logger = logging.get_logger(__name__)
@@ -745,43 +744,6 @@ def _strict_load(model, sd, *, assign: bool) -> None:
     model.load_state_dict(sd, strict=True, assign=assign)
 
 
-def _check_output_dir(output_dir, overwrite: bool) -> Path:
-    """The absolute output folder; FileExistsError if it is a file, or a non-empty folder without `overwrite`."""
-    output_dir = Path(output_dir).expanduser().absolute()
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise FileExistsError(f"{output_dir} exists and is not a folder.")
-        if any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"{output_dir} is not empty; pass overwrite=True to replace it.")
-    return output_dir
-
-
-def _write_folder_atomically(output_dir: Path, write) -> None:
-    """Run `write(tmp_dir)` in a temporary sibling folder, then rename it to `output_dir`.
-
-    On any failure the temporary folder is deleted and an existing `output_dir` is left as it was; a replaced
-    `output_dir` (overwrite) is moved aside first and deleted only after the rename succeeded.
-    """
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old_dir = None
-    try:
-        tmp_dir.mkdir()
-        write(tmp_dir)
-        if output_dir.exists():
-            # Empty, or overwrite=True: move the old folder aside first, delete it only after the rename.
-            old_dir = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            output_dir.rename(old_dir)
-        tmp_dir.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if old_dir is not None and old_dir.exists() and not output_dir.exists():
-            old_dir.rename(output_dir)
-        raise
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
-
-
 def convert_rwkv6_checkpoint(
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -797,7 +759,7 @@ def convert_rwkv6_checkpoint(
     A non-empty `output_dir` is refused unless `overwrite=True`. `dtype` (float32 / bfloat16 / float16) defaults
     to the checkpoint's own dtype. Returns a report of plain values (JSON-serialisable, printable).
     """
-    output_dir = _check_output_dir(output_dir, overwrite)
+    output_dir = check_output_dir(output_dir, overwrite)
 
     requested_dtype = None if dtype is None else _resolve_dtype(dtype, {})  # a bad dtype fails before any loading
     sd, config, fmt, notes = _load(source)
@@ -823,7 +785,7 @@ def convert_rwkv6_checkpoint(
 
             RwkvWorldTokenizer().save_pretrained(folder)
 
-    _write_folder_atomically(output_dir, write)
+    write_folder_atomically(output_dir, write)
 
     return {
         "format": fmt,

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
-import uuid
-from pathlib import Path
+
+from .folders import check_output_dir, write_folder_atomically
 
 # Vision: SigLIP fields; text: Rwkv6Config fields. None = the AuroraLongConfig default (the paper's model).
 SIZES: dict[str, dict | None] = {
@@ -94,36 +93,17 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
 
     A non-empty `output_dir` is refused unless `overwrite=True`. Returns a report of plain values.
     """
-    output_dir = Path(output_dir).expanduser().absolute()
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise FileExistsError(f"{output_dir} exists and is not a folder.")
-        if any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"{output_dir} is not empty; pass --overwrite to replace it.")
+    output_dir = check_output_dir(output_dir, overwrite)
     start = time.perf_counter()
     model, processor = random_model(size, seed=seed, dtype=dtype)
     num_parameters = sum(p.numel() for p in model.parameters())
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old_dir = None
-    try:
-        tmp_dir.mkdir()
+    def write(folder):
         with quiet_transformers_bars(not sys.stderr.isatty()):
-            model.save_pretrained(tmp_dir)
-        processor.save_pretrained(tmp_dir)
-        if output_dir.exists():
-            # Empty, or overwrite: move the old folder aside, delete it only once the new one is in place.
-            old_dir = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            output_dir.rename(old_dir)
-        tmp_dir.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if old_dir is not None and old_dir.exists() and not output_dir.exists():
-            old_dir.rename(output_dir)
-        raise
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
+            model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    write_folder_atomically(output_dir, write)
 
     files = sorted(p.name for p in output_dir.iterdir())
     return {
