@@ -1,0 +1,1 @@
+"""Fine-tuning AuroraLong: LLaVA-style conversation data (data.py) and the training loop (train.py)."""
