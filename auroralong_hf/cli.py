@@ -213,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create-random", help="write a model + processor folder with random weights")
     add_create_random_arguments(create)
     create.set_defaults(run=run_create_random)
+
+    # train: Table 1's stages on HF Trainer (auroralong_hf/training/train.py imports torch/transformers only when run)
+    from .training.train import add_train_arguments, run_train
+
+    train = commands.add_parser(
+        "train", help="train a stage (pretrain | vision | language) on LLaVA-style conversations with HF Trainer; "
+                      "TrainingArguments options (--max_steps, ...) pass through; multi-GPU: accelerate launch"
+    )
+    add_train_arguments(train)
+    train.set_defaults(run=run_train)
     return parser
 
 

@@ -1,0 +1,377 @@
+"""`auroralong train`: the paper's three training stages (Table 1) on Hugging Face's `Trainer`.
+
+| stage    | trained                   | peak lr | epochs | token_kept_ratio |
+| pretrain | projector (MLP)           | 1e-4    | 1      | 1.0              |
+| vision   | ViT + projector           | 4e-5    | 1      | 1.0              |
+| language | ViT + projector + RWKV-6  | 1e-5    | 2      | 0.1              |
+
+Every stage: AdamW (betas 0.9 / 0.999, no weight decay), cosine schedule after a linear warm-up over 3% of the steps
+(`warmup_steps=0.03`, transformers' spelling of a ratio), loss on the assistant answers only (the collator's labels),
+bf16 mixed precision where the device supports it. Any `TrainingArguments` field overrides these, spelled as
+`HfArgumentParser` spells it (`--max_steps 100 --learning_rate 2e-5 --report_to none ...`). Table 1's global batch
+sizes (128 / 2048 / 512) are per_device_train_batch_size x gradient_accumulation_steps x processes: set them.
+
+The stage's token_kept_ratio is written into the model's vision config for the run and the processor is rebuilt to
+match, so the placeholder runs the collator writes have the length the tower produces; both are saved that way.
+
+Outputs in OUTPUT: Trainer checkpoints (`checkpoint-N/`, resumable with `--resume_from_checkpoint PATH|last`),
+then `final/` (model + processor, loads with `AutoModelForImageTextToText` / `AutoProcessor`). With `--lora`:
+`adapter/` (PEFT adapter + the run's config.json + processor) and, with `--merge-lora`, `final/` holds the merged
+plain model. `merge_lora(adapter_dir, output_dir)` merges later.
+
+Multi-process: launch with `accelerate launch` (DDP; configs in auroralong_hf/training/configs/); nothing here
+distributes by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    trains: tuple[str, ...]  # parts: "vision_tower", "projector", "language_model"
+    learning_rate: float
+    num_train_epochs: float
+    token_kept_ratio: float
+
+
+STAGES = {
+    "pretrain": Stage("pretrain", ("projector",), 1e-4, 1, 1.0),
+    "vision": Stage("vision", ("vision_tower", "projector"), 4e-5, 1, 1.0),
+    "language": Stage("language", ("vision_tower", "projector", "language_model"), 1e-5, 2, 0.1),
+}
+
+# Parameter-name prefixes of each part of AuroraLongForConditionalGeneration (lm_head belongs to the language model).
+PART_PREFIXES = {
+    "vision_tower": ("model.vision_tower.",),
+    "projector": ("model.multi_modal_projector.",),
+    "language_model": ("model.language_model.", "lm_head."),
+}
+
+# LoRA targets (regexes, matched by PEFT against the full module name).
+# RWKV-6: TimeMix r/k/v/g projections (the Linear inside each DataDependentShiftLinear) and o_proj; ChannelMix
+# key / receptance (Linear inside TokenShiftLinear) and value.
+RWKV_LORA_TARGETS = (
+    r"model\.language_model\.layers\.\d+\.attn\.(r_proj|k_proj|v_proj|g_proj)\.linear"
+    r"|model\.language_model\.layers\.\d+\.attn\.o_proj"
+    r"|model\.language_model\.layers\.\d+\.ffn\.(key|receptance)\.linear"
+    r"|model\.language_model\.layers\.\d+\.ffn\.value"
+)
+# SigLIP: attention q/k/v/out projections and the MLP's fc1/fc2.
+VISION_LORA_TARGETS = (
+    r"model\.vision_tower\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
+)
+
+
+# Parameters the forward never uses: the tower's post-layernorm and pooling head (the projector reads the last
+# layer's output before them, as LLaVA does). They stay frozen in every stage: nothing would train them, and DDP
+# without find_unused_parameters refuses parameters that get no gradient.
+UNUSED_PARAMETERS = re.compile(r"(^|\.)vision_tower\.(.+\.)?(post_layernorm|head)\.")
+
+
+def part_of(name: str) -> str:
+    """The part ("vision_tower", "projector", "language_model") a parameter name belongs to."""
+    for part, prefixes in PART_PREFIXES.items():
+        if name.startswith(prefixes):
+            return part
+    raise ValueError(f"Parameter {name!r} belongs to no known part of AuroraLong.")
+
+
+def apply_stage_freezing(model, stage: str | Stage) -> dict[str, int]:
+    """requires_grad = True exactly on the parts `stage` trains; returns trainable parameter counts per part."""
+    stage = STAGES[stage] if isinstance(stage, str) else stage
+    counts = dict.fromkeys(PART_PREFIXES, 0)
+    for name, parameter in model.named_parameters():
+        part = part_of(name)
+        parameter.requires_grad_(part in stage.trains and not UNUSED_PARAMETERS.search(name))
+        if parameter.requires_grad:
+            counts[part] += parameter.numel()
+    return counts
+
+
+def set_token_kept_ratio(model, processor, ratio: float) -> int:
+    """Set the tower's token_kept_ratio (schedule derived from it: tome_r=None) on the model and rebuild the
+    processor's placeholder count to match. Returns tokens per frame."""
+    from ..modeling.configuration_siglip_tome import tokens_per_frame
+
+    vision = model.config.vision_config
+    vision.token_kept_ratio = float(ratio)
+    vision.tome_r = None
+    vision.validate_architecture()
+    tower_config = model.model.vision_tower.config
+    if tower_config is not vision:  # the tower keeps its own copy: keep both in step
+        tower_config.token_kept_ratio, tower_config.tome_r = float(ratio), None
+    count = tokens_per_frame(vision)
+    processor.vision_config = {**processor.vision_config, "token_kept_ratio": float(ratio), "tome_r": None}
+    processor.tokens_per_frame = count
+    return count
+
+
+def add_lora(model, stage: Stage, *, lora_vision: bool = False, r: int = 64, alpha: int = 128,
+             dropout: float = 0.05):
+    """Wrap `model` in a PEFT LoRA model: adapters on the RWKV-6 projections (and the ViT's with `lora_vision`);
+    the projector, and the ViT when the stage trains it without LoRA, are trained in full and saved with the
+    adapter (`modules_to_save`); everything else is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = RWKV_LORA_TARGETS + (f"|{VISION_LORA_TARGETS}" if lora_vision else "")
+    modules_to_save = ["multi_modal_projector"]
+    if "vision_tower" in stage.trains and not lora_vision:
+        modules_to_save.append("vision_tower")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                        modules_to_save=modules_to_save)
+    model = get_peft_model(model, config)
+    for name, parameter in model.named_parameters():
+        if UNUSED_PARAMETERS.search(name):  # also in the vision tower's modules_to_save copy
+            parameter.requires_grad_(False)
+    return model
+
+
+def lora_parameter_count(model, r: int, lora_vision: bool) -> int:
+    """Parameters LoRA of rank r adds to `model` (a plain AuroraLong) on the targets `add_lora` picks."""
+    from torch import nn
+
+    pattern = re.compile(RWKV_LORA_TARGETS + (f"|{VISION_LORA_TARGETS}" if lora_vision else ""))
+    return sum(r * (module.in_features + module.out_features) for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and pattern.fullmatch(name))
+
+
+def weights_checksum(model) -> str:
+    """sha256 over every parameter's name and bytes (float32), in name order: equal on ranks that agree."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(parameter.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def merge_lora(adapter_dir, output_dir, base_model=None) -> Path:
+    """Merge a LoRA adapter folder written by `train` into a plain model + processor folder that loads with
+    `AutoModelForImageTextToText`. The base is `base_model` or the adapter's recorded base_model_name_or_path;
+    the adapter folder's config.json (the run's config, e.g. its token_kept_ratio) is used for the base."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
+    if base_model is None:
+        base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    config = AutoConfig.from_pretrained(adapter_dir)
+    model = AutoModelForImageTextToText.from_pretrained(base_model, config=config)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.save_pretrained(output_dir)
+    AutoProcessor.from_pretrained(adapter_dir).save_pretrained(output_dir)
+    return output_dir
+
+
+def stage_training_defaults(stage: Stage, output_dir: str) -> list[str]:
+    """Table 1's TrainingArguments, as command-line arguments (user arguments placed after them win)."""
+    import torch
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return [
+        "--output_dir", str(output_dir),
+        "--learning_rate", str(stage.learning_rate),
+        "--num_train_epochs", str(stage.num_train_epochs),
+        "--lr_scheduler_type", "cosine",
+        "--warmup_steps", "0.03",
+        "--adam_beta1", "0.9",
+        "--adam_beta2", "0.999",
+        "--weight_decay", "0.0",
+        "--bf16", str(bf16),
+        "--remove_unused_columns", "False",
+        "--logging_steps", "10",
+        "--save_strategy", "steps",
+        "--save_steps", "500",
+        "--report_to", "none",
+    ]
+
+
+def parse_training_arguments(stage: Stage, output_dir: str, overrides: list[str]):
+    """TrainingArguments from Table 1's defaults and the user's HfArgumentParser-spelled overrides."""
+    import torch
+    from transformers import HfArgumentParser, TrainingArguments
+
+    defaults = stage_training_defaults(stage, output_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # a multi-process launch (accelerate launch --multi_gpu / torchrun) on a machine without GPUs: DDP on CPU
+        # over gloo (accelerate's own --cpu launcher starts one process unless MPI is set up)
+        defaults += ["--use_cpu", "True"]
+    parser = HfArgumentParser(TrainingArguments)
+    training_args, unknown = parser.parse_args_into_dataclasses(
+        args=defaults + list(overrides), return_remaining_strings=True
+    )
+    if unknown:
+        raise ValueError(f"Unknown training argument(s): {' '.join(unknown)} (TrainingArguments fields are spelled "
+                         "--max_steps, --learning_rate, --per_device_train_batch_size, ...).")
+    if training_args.output_dir != str(output_dir):
+        raise ValueError("Give the output folder with --output, not --output_dir.")
+    if training_args.remove_unused_columns:
+        raise ValueError("remove_unused_columns must stay False: the collator reads the raw records.")
+    # --gradient_checkpointing is transformers 5's deprecated alias of --activation_checkpointing (both work)
+    checkpointing = getattr(training_args, "activation_checkpointing", None) or training_args.gradient_checkpointing
+    kwargs_field = ("activation_checkpointing_kwargs" if hasattr(training_args, "activation_checkpointing_kwargs")
+                    else "gradient_checkpointing_kwargs")
+    if checkpointing and getattr(training_args, kwargs_field) is None:
+        # non-reentrant checkpointing: gradients reach the trainable parts even where a block's inputs come from
+        # frozen ones (e.g. LoRA with frozen embeddings)
+        setattr(training_args, kwargs_field, {"use_reentrant": False})
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    return training_args
+
+
+def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: str, *, lora: bool = False,
+          lora_vision: bool = False, lora_r: int = 64, lora_alpha: int = 128, lora_dropout: float = 0.05,
+          merge: bool = False, max_length: int | None = None, skip_bad_samples: bool = False,
+          training_overrides: list[str] = ()) -> dict:
+    """Run one stage; returns a report (plain values). See the module docstring."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .data import ConversationCollator, load_conversations
+
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}: choose one of {', '.join(STAGES)}.")
+    spec = STAGES[stage]
+    if lora and stage != "language":
+        raise ValueError("--lora adapts the RWKV-6 language model, which only the language stage trains.")
+    if lora_vision and not lora:
+        raise ValueError("--lora-vision adds ViT adapters to a --lora run.")
+    if merge and not lora:
+        raise ValueError("--merge-lora needs --lora.")
+    for path, what in ((data, "data file"), (model_dir, "model folder"), (media_root, "media root")):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"The {what} {path} does not exist.")
+    args = parse_training_arguments(spec, output_dir, training_overrides)
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    tokens = set_token_kept_ratio(model, processor, spec.token_kept_ratio)
+    counts = apply_stage_freezing(model, spec)
+    if lora:
+        model = add_lora(model, spec, lora_vision=lora_vision, r=lora_r, alpha=lora_alpha, dropout=lora_dropout)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    dataset = load_conversations(data)
+    collator = ConversationCollator(processor, media_root, max_length=max_length, skip_bad_samples=skip_bad_samples)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                      processing_class=processor)
+    resume = args.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(args.output_dir)
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint last: no checkpoint-N folder in {args.output_dir}.")
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    rank = trainer.args.process_index
+    checksum = weights_checksum(trainer.model)
+    print(f"auroralong train: rank {rank} weights sha256 {checksum}", flush=True)
+    output = Path(output_dir)
+    final, adapter = output / "final", output / "adapter"
+    if lora:
+        trainer.save_model(str(adapter))  # adapter + processor, on the main process
+        if trainer.is_world_process_zero():
+            trainer.model.config.save_pretrained(adapter)  # the run's config (kept ratio), for merge_lora
+            if merge:
+                merged = trainer.model.merge_and_unload()
+                merged.save_pretrained(final)
+                processor.save_pretrained(final)
+    else:
+        trainer.save_model(str(final))
+    trainer.accelerator.wait_for_everyone()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "stage": stage,
+        "output_dir": str(output),
+        "final": str(final) if (not lora or merge) else None,
+        "adapter": str(adapter) if lora else None,
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "logged_losses": losses,
+        "learning_rate": args.learning_rate,
+        "token_kept_ratio": spec.token_kept_ratio,
+        "tokens_per_frame": tokens,
+        "trainable_parameters": trainable,
+        "trainable_by_part": counts if not lora else None,
+        "activation_checkpointing": bool(getattr(trainer.model, "is_gradient_checkpointing", False)),
+        "skipped_samples": dict(getattr(collator, "skipped", {}) or {}),
+        "rank": rank,
+        "world_size": trainer.args.world_size,
+        "weights_sha256": checksum,
+    }
+
+
+# -- command line -------------------------------------------------------------------------------------------------
+
+TRAINING_OVERRIDES_DEST = "training_overrides"
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", required=True, choices=list(STAGES),
+                        help="pretrain: projector only (lr 1e-4, kept ratio 1.0); vision: ViT + projector (4e-5, 1.0); "
+                             "language: everything (1e-5, 0.1)")
+    parser.add_argument("--data", required=True, help="LLaVA-style JSON / JSONL conversations")
+    parser.add_argument("--media-root", required=True, help="folder the records' video / frames / image paths are in")
+    parser.add_argument("--model", required=True, help="AuroraLong save_pretrained folder (model + processor)")
+    parser.add_argument("--output", required=True, help="folder for checkpoints and the final model")
+    parser.add_argument("--lora", action="store_true", help="LoRA on the RWKV-6 projections (language stage)")
+    parser.add_argument("--lora-vision", action="store_true", help="with --lora: LoRA on the ViT too")
+    parser.add_argument("--lora-r", type=int, default=64)
+    parser.add_argument("--lora-alpha", type=int, default=128)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--merge-lora", action="store_true", help="with --lora: also write OUTPUT/final merged")
+    parser.add_argument("--max-length", type=int, default=None, help="drop samples longer than this many tokens")
+    parser.add_argument("--skip-bad-samples", action="store_true", help="skip bad records with a warning")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.epilog = ("Any TrainingArguments field may follow, spelled as HfArgumentParser spells it, e.g. "
+                     "--max_steps 100 --per_device_train_batch_size 4 --gradient_checkpointing "
+                     "--resume_from_checkpoint last.")
+    keep_unknown_arguments(parser, TRAINING_OVERRIDES_DEST)
+
+
+def keep_unknown_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Make `parser` (a sub-command's) hand the arguments it does not know to `dest` instead of failing, so the
+    TrainingArguments options need not be declared (nor transformers imported) to build the command line."""
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, unknown = parse_known(args, namespace)
+        setattr(namespace, dest, list(getattr(namespace, dest, None) or []) + list(unknown))
+        return namespace, []
+
+    parser.parse_known_args = parse_known_args
+
+
+def run_train(args) -> int:
+    report = train(
+        args.stage, args.data, args.media_root, args.model, args.output, lora=args.lora,
+        lora_vision=args.lora_vision, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, merge=args.merge_lora, max_length=args.max_length,
+        skip_bad_samples=args.skip_bad_samples, training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
+    )
+    if report["rank"] == 0:
+        if args.json:
+            print(json.dumps(report))
+        else:
+            where = report["final"] or report["adapter"]
+            print(f"{report['stage']}: {report['global_step']} steps, train loss {report['train_loss']:.4f}, "
+                  f"{report['trainable_parameters']:,} trainable parameters, {report['tokens_per_frame']} tokens per "
+                  f"frame; saved {where}")
+    return 0
+
+
+__all__ = [
+    "PART_PREFIXES", "RWKV_LORA_TARGETS", "STAGES", "Stage", "UNUSED_PARAMETERS", "VISION_LORA_TARGETS", "add_lora",
+    "add_train_arguments", "apply_stage_freezing", "lora_parameter_count", "merge_lora", "part_of", "run_train",
+    "set_token_kept_ratio", "train", "weights_checksum",
+]
