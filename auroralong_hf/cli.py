@@ -184,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_latency_arguments(latency)
     latency.set_defaults(run=run_bench_latency)
+    from .bench import add_bench_train_arguments, run_bench_train
+
+    train_bench = bench_kinds.add_parser(
+        "train", help="samples/s and peak memory of a language-stage training step, gradient checkpointing off and "
+                      "on, fresh process each"
+    )
+    add_bench_train_arguments(train_bench)
+    train_bench.set_defaults(run=run_bench_train)
 
     viz = commands.add_parser(
         "tome-viz", help="draw S-ToMe's merged groups and the tokens' visiting order over an image or video's frames"

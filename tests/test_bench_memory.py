@@ -89,3 +89,29 @@ def test_frame_list_is_validated():
     assert parser.parse_args(["--frames", "1024,60,60"]).frames == [60, 1024]
     with pytest.raises(SystemExit):
         parser.parse_args(["--frames", "0,4"])
+
+
+def test_bench_train_tiny_json(capsys):
+    """`auroralong bench train` on the tiny size, one sample of one frame, one timed step: keys and positive
+    numbers only (both configurations at once, so no speed or memory ratio is asserted)."""
+    assert main(["bench", "train", "--size", "tiny", "--steps", "1", "--batch-size", "1", "--frames", "1",
+                 "--threads", "1", "--parallel", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert "gradient checkpointing on:" in out.err and "samples/s" in out.err
+
+    assert set(report) >= {"env", "size", "device", "dtype", "stage", "token_kept_ratio", "optimizer", "steps",
+                           "batch_size", "frames", "geometry", "peak_measure", "rows", "ratios", "elapsed_s"}
+    assert (report["size"], report["stage"], report["token_kept_ratio"]) == ("tiny", "language", 0.1)
+    assert report["geometry"]["trainable_parameters"] > 0
+    assert [row["checkpointing"] for row in report["rows"]] == [False, True]
+    for row in report["rows"]:
+        _memory_fields(row)
+        _positive_timing(row["step_s"])
+        assert row["samples_per_s"] > 0 and row["seconds_per_step"] > 0 and row["process_wall_s"] > 0
+        assert row["visual_tokens"] == 58 and row["sequence_length"] > 58 and row["label_tokens"] > 0
+        assert row["trainable_total"] == report["geometry"]["trainable_parameters"]
+        assert row["optimizer_state_bytes"] > 0 and len(row["losses"]) == 2
+    assert report["rows"][0]["checkpointed_modules"] == 0 and report["rows"][1]["checkpointed_modules"] > 0
+    for key in ("slowdown", "throughput_ratio", "peak_ratio"):
+        assert report["ratios"][key] > 0
