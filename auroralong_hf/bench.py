@@ -636,6 +636,13 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _emit(report: dict, table: str, args, stream) -> None:
+    """The table for people (on `stream`: stderr with --json), and with --json the one JSON object on stdout."""
+    print(table, file=stream, flush=True)
+    if args.json:
+        print(json.dumps(report), flush=True)
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {key: _jsonable(item) for key, item in value.items()}
@@ -684,9 +691,7 @@ def bench_lm(args: argparse.Namespace) -> dict:
             torch.set_flush_denormal(False)
     report["elapsed_s"] = time.perf_counter() - started
     report = _jsonable(report)
-    print(_table(report), file=stream, flush=True)
-    if args.json:
-        print(json.dumps(report), flush=True)
+    _emit(report, _table(report), args, stream)
     return report
 
 
@@ -996,9 +1001,7 @@ def bench_vision(args: argparse.Namespace) -> dict:
     }
     report["elapsed_s"] = time.perf_counter() - started
     report = _jsonable(report)
-    print(_vision_table(report), file=stream, flush=True)
-    if args.json:
-        print(json.dumps(report), flush=True)
+    _emit(report, _vision_table(report), args, stream)
     return report
 
 
@@ -1472,15 +1475,9 @@ def bench_memory(args: argparse.Namespace) -> dict:
         },
     }
     report["elapsed_s"] = time.perf_counter() - started
-    print(_memory_table(report), file=stream, flush=True)
-    if args.json:
-        print(json.dumps(report), flush=True)
+    _emit(report, _memory_table(report), args, stream)
     return report
 
-
-def run_bench_memory(args: argparse.Namespace) -> int:
-    bench_memory(args)
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1751,15 +1748,9 @@ def bench_latency(args: argparse.Namespace) -> dict:
                   "setting": PAPER_SETTING},
     }
     report["elapsed_s"] = time.perf_counter() - started
-    print(_latency_table(report), file=stream, flush=True)
-    if args.json:
-        print(json.dumps(report), flush=True)
+    _emit(report, _latency_table(report), args, stream)
     return report
 
-
-def run_bench_latency(args: argparse.Namespace) -> int:
-    bench_latency(args)
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1962,10 +1953,6 @@ def bench_train(args: argparse.Namespace) -> dict:
         print(json.dumps(_jsonable(report)), flush=True)
     return report
 
-
-def run_bench_train(args: argparse.Namespace) -> int:
-    bench_train(args)
-    return 0
 
 
 def main(argv=None) -> dict:

@@ -67,17 +67,10 @@ def _convert_rwkv6(args) -> int:
     return 0
 
 
-def _bench_lm(args) -> int:
-    from .bench import bench_lm
+def _bench(args) -> int:
+    from . import bench
 
-    bench_lm(args)
-    return 0
-
-
-def _bench_vision(args) -> int:
-    from .bench import bench_vision
-
-    bench_vision(args)
+    getattr(bench, f"bench_{args.kind}")(args)
     return 0
 
 
@@ -158,40 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="efficiency benchmarks")
     bench_kinds = bench.add_subparsers(dest="kind", required=True)
-    lm = bench_kinds.add_parser("lm", help="RWKV-6 language model: WKV, prefill and decode against their bounds")
-    from .bench import add_bench_lm_arguments
+    from . import bench as bench_module
 
-    add_bench_lm_arguments(lm)
-    lm.set_defaults(run=_bench_lm)
-    vision = bench_kinds.add_parser(
-        "vision", help="S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds"
-    )
-    from .bench import add_bench_vision_arguments
-
-    add_bench_vision_arguments(vision)
-    vision.set_defaults(run=_bench_vision)
-    from .bench import add_bench_latency_arguments, add_bench_memory_arguments, run_bench_latency, run_bench_memory
-
-    memory = bench_kinds.add_parser(
-        "memory", help="peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh "
-                       "process each"
-    )
-    add_bench_memory_arguments(memory)
-    memory.set_defaults(run=run_bench_memory)
-    latency = bench_kinds.add_parser(
-        "latency", help="RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same "
-                        "visual tokens: memory and latency ratios"
-    )
-    add_bench_latency_arguments(latency)
-    latency.set_defaults(run=run_bench_latency)
-    from .bench import add_bench_train_arguments, run_bench_train
-
-    train_bench = bench_kinds.add_parser(
-        "train", help="samples/s and peak memory of a language-stage training step, gradient checkpointing off and "
-                      "on, fresh process each"
-    )
-    add_bench_train_arguments(train_bench)
-    train_bench.set_defaults(run=run_bench_train)
+    bench_help = {
+        "lm": "RWKV-6 language model: WKV, prefill and decode against their bounds",
+        "vision": "S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds",
+        "memory": "peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh process each",
+        "latency": "RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same visual "
+                   "tokens: memory and latency ratios",
+        "train": "samples/s and peak memory of a language-stage training step, gradient checkpointing off and on",
+    }
+    for kind, text in bench_help.items():
+        sub = bench_kinds.add_parser(kind, help=text)
+        getattr(bench_module, f"add_bench_{kind}_arguments")(sub)
+        sub.set_defaults(run=_bench)
 
     viz = commands.add_parser(
         "tome-viz", help="draw S-ToMe's merged groups and the tokens' visiting order over an image or video's frames"
