@@ -636,6 +636,11 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def log(message: str) -> None:
+    """Progress lines: always on stderr, so stdout carries only the table or the JSON object."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _emit(report: dict, table: str, args, stream) -> None:
     """The table for people (on `stream`: stderr with --json), and with --json the one JSON object on stdout."""
     print(table, file=stream, flush=True)
@@ -657,9 +662,6 @@ def bench_lm(args: argparse.Namespace) -> dict:
     """Run the four figures; print the table (stdout, or stderr with --json) and, with --json, one JSON object."""
     started = time.perf_counter()
     stream = sys.stderr if args.json else sys.stdout
-
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -905,9 +907,6 @@ def bench_vision(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     stream = sys.stderr if args.json else sys.stdout
-
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -1426,9 +1425,6 @@ def bench_memory(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     stream = sys.stderr if args.json else sys.stdout
 
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
-
     _check_common(args)
     sizes, sizes_source = bench_sizes()
     size = sizes[args.size]
@@ -1670,9 +1666,6 @@ def bench_latency(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     stream = sys.stderr if args.json else sys.stdout
 
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
-
     _check_common(args)
     sizes, sizes_source = bench_sizes()
     size = sizes[args.size]
@@ -1907,9 +1900,6 @@ def bench_train(args: argparse.Namespace) -> dict:
     fresh process; table, and with --json one JSON object."""
     started = time.perf_counter()
     stream = sys.stderr if args.json else sys.stdout
-
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
 
     if args.steps < 1 or args.batch_size < 1 or args.frames < 1:
         raise ValueError("--steps, --batch-size and --frames must be at least 1.")
