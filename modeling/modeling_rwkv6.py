@@ -97,6 +97,24 @@ class Rwkv6Cache(Cache):
         clone.seen_tokens = self.seen_tokens
         return clone
 
+    @classmethod
+    def stack(cls, states: list["Rwkv6Cache"]) -> "Rwkv6Cache":
+        """One batched state holding the rows of `states` in order (e.g. videos prefilled one at a time, then
+        decoded together). `seen_tokens` becomes the largest of theirs: generation only uses it to slice new input
+        ids, so pass an attention mask of `seen_tokens + new tokens` columns."""
+        if not states:
+            raise ValueError("Rwkv6Cache.stack needs at least one state.")
+        shapes = {(len(s), s.attn_shift[0].shape[1:], s.wkv[0].shape[1:]) for s in states}
+        if len(shapes) > 1:
+            raise ValueError(f"Rwkv6Cache.stack got states of different geometries: {sorted(map(str, shapes))}.")
+        stacked = cls.__new__(cls)
+        Cache.__init__(stacked, layers=[])
+        for name in ("attn_shift", "ffn_shift", "wkv"):
+            layers = zip(*(getattr(s, name) for s in states), strict=True)
+            setattr(stacked, name, [torch.cat(rows) for rows in layers])
+        stacked.seen_tokens = max(s.seen_tokens for s in states)
+        return stacked
+
     def save(self, path) -> None:
         """Write the state to a safetensors file (fp32 WKV, shift vectors in their dtype, seen_tokens)."""
         from safetensors.torch import save_file

@@ -21,3 +21,28 @@ def tiny_rwkv6():
         model.model.embeddings.weight.normal_(0, 1.0)
         model.lm_head.weight.normal_(0, 0.25)
     return model
+
+
+@pytest.fixture(autouse=True)
+def pil_refuses_truncated_images(monkeypatch):
+    """Pillow's default for every test: importing lmms_eval.api.task (the lmms-eval tests do, at collection) sets
+    the process-wide PIL.ImageFile.LOAD_TRUNCATED_IMAGES to True, which would let truncated images load."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+
+
+@pytest.fixture(scope="session")
+def tiny_auroralong_folder(tmp_path_factory):
+    """A tiny AuroraLong folder (create-random's tiny size: model + processor) whose logits are spread enough for
+    greedy decoding to be decisive."""
+    from auroralong_hf.create_random import random_model
+
+    folder = tmp_path_factory.mktemp("tiny-auroralong")
+    model, processor = random_model("tiny", seed=0)
+    with torch.no_grad():
+        model.model.language_model.embeddings.weight.normal_(0, 1.0)
+        model.lm_head.weight.normal_(0, 0.3)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -11,7 +11,6 @@ import torch
 from videos import write_random_bytes, write_video
 
 from auroralong_hf.cli import main
-from auroralong_hf.create_random import random_model
 from auroralong_hf.describe import SAMPLE_CLIP, STOP_TOKEN_ID, describe, prompt_pieces
 from auroralong_hf.processing.video_io import probe_video
 
@@ -21,16 +20,8 @@ KEYS = {"answer": str, "frames": int, "tokens_per_frame": int, "visual_tokens": 
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny AuroraLong folder (create-random's tiny size) with logits spread so greedy decoding is decisive."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model, processor = random_model("tiny", seed=0)
-    with torch.no_grad():
-        model.model.language_model.embeddings.weight.normal_(0, 1.0)
-        model.lm_head.weight.normal_(0, 0.3)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def tiny_folder(tiny_auroralong_folder):
+    return tiny_auroralong_folder
 
 
 @pytest.fixture(scope="module")

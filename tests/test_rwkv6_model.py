@@ -118,6 +118,26 @@ def test_generate_continues_from_a_user_state(tiny_rwkv6):
     assert torch.equal(from_state, from_scratch)
 
 
+def test_states_prefilled_apart_decode_together(tiny_rwkv6):
+    prompts = [torch.randint(1, 300, (1, n)) for n in (12, 5, 8)]
+    states = [tiny_rwkv6(p[:, :-1], use_cache=True).past_key_values for p in prompts]
+    stacked = Rwkv6Cache.stack(states)
+    assert stacked.batch_size == 3 and stacked.seen_tokens == 11
+    last = torch.cat([p[:, -1:] for p in prompts])
+    mask = torch.ones(3, stacked.seen_tokens + 1, dtype=torch.long)
+    together = tiny_rwkv6.generate(last, attention_mask=mask, past_key_values=stacked, max_new_tokens=6,
+                                   do_sample=False)[:, 1:]
+    for row, prompt in enumerate(prompts):
+        alone = tiny_rwkv6.generate(prompt, max_new_tokens=6, do_sample=False)[0, prompt.shape[1]:]
+        assert torch.equal(together[row], alone)
+    assert all(s.batch_size == 1 for s in states)  # stacking copies
+    other = Rwkv6Config(hidden_size=64, num_hidden_layers=2, head_size=32, vocab_size=300)
+    with pytest.raises(ValueError, match="different geometries"):
+        Rwkv6Cache.stack([states[0], Rwkv6Cache(other, 1)])
+    with pytest.raises(ValueError, match="at least one"):
+        Rwkv6Cache.stack([])
+
+
 def test_assisted_and_speculative_decoding_are_refused(tiny_rwkv6):
     ids = torch.randint(1, 300, (1, 6))
     with pytest.raises(ValueError, match="stateful"):

@@ -7,6 +7,7 @@ The two-process DDP test (`accelerate launch`, gloo) is the slowest one here (ab
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,11 +209,9 @@ def test_two_process_ddp_ranks_agree(workspace):
                "--per_device_train_batch_size", "2", "--max_steps", "3", "--learning_rate", "1e-2"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    sums = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("auroralong train: rank "):
-            words = line.split()
-            sums[int(words[3])] = words[-1]
+    # the two ranks print at the same moment, so their lines may run together: match, do not split
+    sums = {int(rank): digest for rank, digest in
+            re.findall(r"auroralong train: rank (\d+) weights sha256 ([0-9a-f]{64})", result.stdout)}
     assert set(sums) == {0, 1}, result.stdout
     assert sums[0] == sums[1]
     report = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])

@@ -1,0 +1,527 @@
+"""AuroraLong in lmms-eval: `--model auroralong` (chat class by default, the simple class with `--force_simple`).
+
+Every document is answered the way AuroraLong reads a video of any length: the sandwich prompt's text before a
+visual is fed to the RNN, the video is decoded `chunk_frames` frames at a time and streamed through the S-ToMe
+tower into the state, then the rest of the prompt. Rows of a batch are prefilled one at a time (constant memory,
+whatever the video lengths) and decoded together from their stacked states.
+
+- `generate_until`: greedy unless the task asks for sampling; stops at the task's `until` strings, at "\\n\\n"
+  (AuroraLong's end of turn) and at `max_new_tokens`. Requests are grouped by identical generation settings.
+- `loglikelihood`: one prefill per document (context + video); every choice continues a copy of that state, all
+  choices of a document in one batched forward. Like lmms-eval's built-in models it returns (loss, is_greedy), the
+  loss being the continuation's mean negative log-likelihood per token: lmms-eval's multiple-choice scoring picks
+  the choice with the smallest first value.
+- `generate_until_multi_round`: one state carried across rounds; each answer and the next user turn are fed on.
+
+Video sampling: model args `fps`, `num_frames` (evenly spaced, wins over fps), `max_frames_num` (a cap); a task
+overrides them with the same keys in its `generation_kwargs` (eval_tasks/ uses this for the paper's settings).
+A visual may be a path (a video, or an image by its extension), a PIL image, MovieChat-1K's breakpoint
+`{"video_path": ..., "timestep": frame index}` (only frames up to the breakpoint are read) or a chat video block
+with `start_time` / `end_time` seconds.
+
+A document whose video cannot be read gets an empty answer (log-likelihood -inf for every choice) and an error in
+the log naming the file and the reason; the evaluation goes on. (A loglikelihood request then scores +inf.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from loguru import logger
+from PIL import Image
+from tqdm import tqdm
+
+from .modeling.modeling_rwkv6 import Rwkv6Cache
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp"}
+# generation_kwargs keys that choose the frames of a task's videos (read here, not passed to generate)
+SAMPLING_KEYS = ("fps", "num_frames", "max_frames_num")
+GENERATE_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty")
+# Keys lmms-eval tasks set for other models; dropped without a warning.
+IGNORED_KEYS = ("until", "image_aspect_ratio", "modalities")
+
+
+def keep_loglikelihood_pairs() -> None:
+    """Compatibility fix for lmms-eval 0.7.3, applied only where it is needed (checked by behaviour).
+
+    Its evaluator passes every model output through `unwrap_generation_output`, which turns anything that is not
+    text into `str(output)`: the `(logprob, is_greedy)` pairs of `loglikelihood` reach `process_results` as
+    strings like "(-1.5, False)" and every loglikelihood / multiple-choice task fails ("too many values to
+    unpack"), for every model. The wrapper passes such pairs through unchanged and leaves all else to lmms-eval.
+    """
+    from lmms_eval import evaluator
+    unwrap = evaluator.unwrap_generation_output
+    if getattr(unwrap, "keeps_loglikelihood_pairs", False) or unwrap((-1.5, False))[0] == (-1.5, False):
+        return
+
+    def unwrap_keeping_pairs(output):
+        if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], float) and \
+                isinstance(output[1], bool):
+            return output, None
+        return unwrap(output)
+
+    unwrap_keeping_pairs.keeps_loglikelihood_pairs = True
+    evaluator.unwrap_generation_output = unwrap_keeping_pairs
+
+
+@dataclass
+class Visual:
+    """One image or video of a prompt, and the part of it to read."""
+
+    source: object  # a path, or a PIL image
+    is_image: bool
+    end_frame: int | None = None  # MovieChat-1K breakpoint: the last frame (index in the file) that may be read
+    start: float | None = None  # seconds
+    end: float | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.source) if isinstance(self.source, (str, os.PathLike)) else type(self.source).__name__
+
+
+def as_visual(item) -> Visual:
+    """A visual as lmms-eval tasks give it -> `Visual` (TypeError for an unknown kind)."""
+    if isinstance(item, Image.Image):
+        return Visual(item, is_image=True)
+    if isinstance(item, (str, os.PathLike)):
+        return Visual(str(item), is_image=os.path.splitext(str(item))[1].lower() in IMAGE_EXTENSIONS)
+    if isinstance(item, dict) and "video_path" in item:
+        timestep = item.get("timestep")
+        return Visual(str(item["video_path"]), is_image=False, end_frame=None if timestep is None else int(timestep))
+    raise TypeError(f"unsupported visual {type(item).__name__}: expected a path, a PIL image or a MovieChat-1K "
+                    f"breakpoint dict {{'video_path': ..., 'timestep': ...}}")
+
+
+@dataclass
+class Prompt:
+    """A conversation to continue: messages in AuroraLong's chat format (content blocks of type text / video /
+    image) and the visuals of its blocks, in order."""
+
+    messages: list[dict]
+    visuals: list[Visual] = field(default_factory=list)
+
+
+def user_turn(text: str, visuals: Iterable) -> Prompt:
+    visuals = [as_visual(item) for item in visuals]
+    content = [{"type": "image" if v.is_image else "video"} for v in visuals] + [{"type": "text", "text": text}]
+    return Prompt([{"role": "user", "content": content}], visuals)
+
+
+def chat_prompt(messages) -> Prompt:
+    """lmms-eval chat messages (dicts or its pydantic ChatMessage) -> `Prompt`."""
+    from lmms_eval.protocol import ChatMessages
+
+    parsed = ChatMessages(messages=[m.model_dump() if hasattr(m, "model_dump") else m for m in messages])
+    converted, visuals = [], []
+    for message in parsed.messages:
+        content = []
+        for block in message.content:
+            if block.type == "text":
+                content.append({"type": "text", "text": block.text})
+            elif block.type in ("image", "video") or _is_webm(block):
+                visual = as_visual(block.url)
+                if block.type != "image":
+                    visual.start, visual.end = getattr(block, "start_time", None), getattr(block, "end_time", None)
+                visuals.append(visual)
+                content.append({"type": "image" if visual.is_image else "video"})
+            else:
+                raise TypeError(f"AuroraLong takes text, images and videos, not {block.type}")
+        converted.append({"role": message.role, "content": content})
+    return Prompt(converted, visuals)
+
+
+def _is_webm(block) -> bool:
+    """lmms-eval's chat tasks file a .webm path under audio (by its extension); for AuroraLong it is a video."""
+    url = getattr(block, "url", None)
+    return block.type == "audio" and isinstance(url, str) and url.lower().endswith(".webm")
+
+
+class UnreadableVisual(Exception):
+    """A document's image or video could not be read (the message names the file and the reason)."""
+
+
+class AuroraLongLmms(lmms):
+    """lmms-eval's simple interface: requests carry the task's text and a `doc_to_visual` function.
+
+    Args (lmms-eval model args, `--model_args k=v,...`):
+        pretrained: An AuroraLong folder (`auroralong convert auroralong ...` / `save_pretrained`).
+        fps, num_frames, max_frames_num: Video sampling (default: the folder's processor settings, 1 fps).
+        token_kept_ratio: S-ToMe tokens kept per frame (the checkpoint's by default, 0.1 = 58 tokens).
+        tome_sort: Token order after merging: ascending (the paper's), descending, none or random.
+        chunk_frames: Frames decoded and encoded at a time; memory does not grow with the video's length.
+        dtype: "auto" (the checkpoint's), float32, bfloat16 or float16.
+        device: e.g. "cuda", "cuda:1", "cpu" (default: cuda when available). Under `accelerate launch` each
+            process takes its own GPU and evaluates its shard of the documents.
+        batch_size: Rows decoded together.
+        max_new_tokens: Default cap on generated tokens (a task's generation_kwargs win).
+    """
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str,
+        fps: float | None = None,
+        num_frames: int | None = None,
+        max_frames_num: int | None = None,
+        token_kept_ratio: float | None = None,
+        tome_sort: str | None = None,
+        chunk_frames: int = 16,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int | str = 1,
+        max_new_tokens: int = 256,
+        max_batch_size: int | None = None,
+        **unknown,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        if unknown:
+            raise TypeError(f"auroralong: unknown model argument(s) {sorted(unknown)}; see {type(self).__name__}'s "
+                            "docstring for the arguments it takes.")
+        if not os.path.isdir(str(pretrained)):
+            raise FileNotFoundError(f"auroralong: pretrained={pretrained!r} is not a folder (an AuroraLong folder "
+                                    "written by `auroralong convert` or save_pretrained is expected).")
+        self.batch_size_per_gpu = self._positive_int("batch_size", batch_size)
+        self.chunk_frames = self._positive_int("chunk_frames", chunk_frames)
+        self.max_new_tokens = self._positive_int("max_new_tokens", max_new_tokens)
+        del max_batch_size  # lmms-eval's automatic batch size search does not apply: memory per row is constant
+
+        # One process per GPU under `accelerate launch` / torchrun: lmms-eval gives each rank its shard of the
+        # documents (from RANK / WORLD_SIZE) and gathers the results; the model only picks its device.
+        self._rank, self._world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self._device.type == "cuda" and self._device.index is None:
+            self._device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        logger.info(f"auroralong: process {self.rank} of {self.world_size} evaluates on {self._device}")
+
+        config = AutoConfig.from_pretrained(pretrained)
+        vision = config.vision_config
+        if token_kept_ratio is not None:
+            vision.token_kept_ratio, vision.tome_r = float(token_kept_ratio), None
+        if tome_sort is not None:
+            vision.tome_sort = str(tome_sort)
+        try:
+            vision.validate()
+        except Exception as error:  # huggingface_hub's StrictDataclassClassValidationError
+            raise ValueError(f"auroralong: token_kept_ratio / tome_sort: {error}") from None
+        if dtype != "auto" and dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"auroralong: dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            pretrained, config=config, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
+        ).to(self._device).eval()
+        self.processor = AutoProcessor.from_pretrained(pretrained)
+        self.tokenizer = self.processor.tokenizer
+        self.sampling = {"fps": self.processor.fps, "num_frames": self.processor.num_frames,
+                         "max_frames": self.processor.max_frames}
+        model_args = {"fps": fps, "num_frames": num_frames, "max_frames_num": max_frames_num}
+        self.sampling.update(self._task_sampling(model_args))
+        separator = self.processor.frame_separator
+        self.separator_ids = torch.tensor(self.tokenizer.encode(separator), device=self._device) if separator else None
+        self.stop_strings = list(self.processor.stop_strings)
+        self._warned_keys: set[str] = set()
+        keep_loglikelihood_pairs()
+
+    # -- lmms-eval interface ------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        answers: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            key = json.dumps(self._gen_kwargs(request), sort_keys=True, default=str)
+            groups.setdefault(key, []).append(index)
+        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="auroralong generate_until")
+        for indices in groups.values():
+            gen_kwargs = self._gen_kwargs(requests[indices[0]])
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start:start + self.batch_size]
+                prompts = [self._prompt(requests[i]) for i in batch]
+                for i, answer in zip(batch, self.generate(prompts, gen_kwargs), strict=True):
+                    answers[i] = answer
+                progress.update(len(batch))
+        progress.close()
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        documents: dict[tuple, list[int]] = {}  # the choices of one document share its prefilled state
+        for index, request in enumerate(requests):
+            args = request.args
+            key = (args[0],) if len(args) == 2 else (args[0], args[3], args[4], args[5])
+            documents.setdefault(key, []).append(index)
+        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="auroralong loglikelihood")
+        for indices in documents.values():
+            args = requests[indices[0]].args
+            if len(args) == 2:  # acc_mutual_info's unconditional requests: ("", continuation), no document
+                prompt = user_turn(args[0], [])
+            else:
+                context, _, doc_to_visual, doc_id, task, split = args
+                prompt = self._simple_prompt(context, doc_to_visual, doc_id, task, split)
+            continuations = [requests[i].args[1] for i in indices]
+            for i, result in zip(indices, self.score(prompt, continuations), strict=True):
+                results[i] = result
+            progress.update(len(indices))
+        progress.close()
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        results = []
+        for request in tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round"):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+
+            def next_turn(answers, info, round_idx, doc=doc, doc_to_text=doc_to_text):
+                visuals, text, done, _, info = doc_to_text(doc, previous_output=answers, round_idx=round_idx,
+                                                           previous_round_info=info)
+                return (None if done else user_turn(text, visuals or [])), info
+
+            first = self._simple_prompt(context, doc_to_visual, doc_id, task, split)
+            results.append(self.converse(first, next_turn, gen_kwargs or {}))
+        return results
+
+    # -- AuroraLong ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts: list[Prompt], gen_kwargs: dict) -> list[str]:
+        """Answer each prompt ("" for a prompt whose visuals cannot be read): prefill one at a time, decode the
+        readable ones together."""
+        sampling, options, stops = self._generation_settings(gen_kwargs)
+        prefilled = {}
+        for row, prompt in enumerate(prompts):
+            try:
+                prefilled[row] = self.prefill(prompt, sampling)
+            except UnreadableVisual as error:
+                logger.error(f"auroralong: answering with an empty string: {error}")
+        answers = [""] * len(prompts)
+        if prefilled:
+            rows = sorted(prefilled)
+            texts = self._decode([prefilled[row][0] for row in rows],
+                                 [prefilled[row][1] for row in rows], options, stops)
+            for row, text in zip(rows, texts, strict=True):
+                answers[row] = text
+        return answers
+
+    @torch.no_grad()
+    def score(self, prompt: Prompt, continuations: list[str]) -> list[tuple[float, bool]]:
+        """(mean negative log-likelihood per token, is greedy) of each continuation after the prompt's
+        "Assistant:"; the prompt and its video are encoded once. A continuation is the answer text: a leading space
+        is added when it has none, as the chat format writes "Assistant: " + answer."""
+        try:
+            state, last_id = self.prefill(prompt, self.sampling)
+        except UnreadableVisual as error:
+            logger.error(f"auroralong: scoring every choice +inf: {error}")
+            return [(math.inf, False)] * len(continuations)
+        targets = [self.tokenizer.encode(c if c[:1].isspace() else " " + c) for c in continuations]
+        length = 1 + max(len(t) for t in targets)
+        input_ids = torch.zeros(len(targets), length, dtype=torch.long)
+        mask = torch.zeros(len(targets), length, dtype=torch.long)
+        for row, target in enumerate(targets):  # right padding: masked positions are skipped by the RNN
+            input_ids[row, :1 + len(target)] = torch.tensor([last_id, *target])
+            mask[row, :1 + len(target)] = 1
+        states = Rwkv6Cache.stack([state] * len(targets))
+        logits = self.model(input_ids.to(self.device), attention_mask=mask.to(self.device), past_key_values=states,
+                            use_cache=True).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        results = []
+        for row, target in enumerate(targets):
+            if not target:
+                results.append((0.0, True))
+                continue
+            wanted = torch.tensor(target, device=logprobs.device)
+            picked = logprobs[row, torch.arange(len(target)), wanted]
+            greedy = bool((logprobs[row, :len(target)].argmax(-1) == wanted).all())
+            results.append((-float(picked.mean()), greedy))
+        return results
+
+    @torch.no_grad()
+    def converse(self, first: Prompt, next_turn, gen_kwargs: dict) -> list[str]:
+        """A multi-round conversation on one state: answer `first`, then `next_turn(answers, info, round_idx)`
+        -> (the next Prompt or None to stop, info), feeding every answer and turn onto the same state."""
+        sampling, options, stops = self._generation_settings(gen_kwargs)
+        answers, info, prompt, state = [], None, first, None
+        while prompt is not None:
+            try:
+                state, last_id = self.prefill(prompt, sampling, state)
+            except UnreadableVisual as error:
+                logger.error(f"auroralong: ending the conversation with an empty answer: {error}")
+                answers.append("")
+                break
+            answer = self._decode([state], [last_id], options, stops)[0]  # decodes a copy
+            answers.append(answer)
+            # the answer as the chat format writes it: "Assistant:" + " " + answer + "\n\n"
+            self.model.feed(state, torch.tensor([[last_id, *self.tokenizer.encode(f" {answer}\n\n")]],
+                                                device=self.device))
+            prompt, info = next_turn(answers, info, len(answers))
+        return answers
+
+    def prefill(self, prompt: Prompt, sampling: dict, state: Rwkv6Cache | None = None) -> tuple[Rwkv6Cache, int]:
+        """Feed the prompt (rendered with the sandwich chat template, ending in "Assistant:") into `state` (a new
+        one by default), each visual streamed at its placeholder; returns the state and the prompt's last token
+        id, left unfed so that decoding starts from it. Raises UnreadableVisual."""
+        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True)
+        ids = self.tokenizer.encode(text)
+        placeholders = {self.processor.image_token_id, self.processor.video_token_id}
+        state = self.model.new_state() if state is None else state
+        visuals = iter(prompt.visuals)
+        pending: list[int] = []
+        for token in ids[:-1]:
+            if token not in placeholders:
+                pending.append(token)
+                continue
+            if pending:
+                self.model.feed(state, torch.tensor([pending], device=self.device))
+                pending = []
+            self._stream_visual(state, next(visuals), sampling)
+        if pending:
+            self.model.feed(state, torch.tensor([pending], device=self.device))
+        return state, ids[-1]
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _stream_visual(self, state: Rwkv6Cache, visual: Visual, sampling: dict) -> None:
+        try:
+            if visual.is_image:
+                image = visual.source
+                if not isinstance(image, Image.Image):
+                    with Image.open(image) as opened:
+                        image = opened.convert("RGB")
+                pixels = self.processor.preprocess_frames(np.asarray(image.convert("RGB"))[None])
+                self.model.stream_video(state, [pixels.to(self.dtype)])
+                return
+            window = {"start": visual.start, "end": visual.end}
+            if visual.end_frame is not None:
+                window["end"] = self._frame_time(visual)
+            chunks = self.processor.video_chunks(visual.source, self.chunk_frames, **sampling, **window)
+            frames = (chunk["pixel_values_videos"].to(self.dtype) for chunk in chunks)
+            self.model.stream_video(state, frames, separator_ids=self.separator_ids)
+        except (OSError, ValueError, TypeError) as error:  # FileNotFoundError is an OSError
+            message = str(error) if visual.name in str(error) else f"{visual.name}: {error}"
+            raise UnreadableVisual(message) from error
+
+    @staticmethod
+    def _frame_time(visual: Visual) -> float:
+        """Seconds from the first frame to frame `end_frame` (MovieChat-1K counts its breakpoints in frames)."""
+        from .processing.video_io import probe_video
+
+        _, times = probe_video(visual.source)
+        if visual.end_frame < 0:
+            raise ValueError(f"breakpoint timestep {visual.end_frame} is negative")
+        return times[min(visual.end_frame, len(times) - 1)] - times[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def _decode(self, states: list[Rwkv6Cache], last_ids: list[int], options: dict, stops: list[str]) -> list[str]:
+        """Generate from prefilled states (decoded together) and cut each answer at its first stop string."""
+        state = Rwkv6Cache.stack(states)
+        input_ids = torch.tensor([[token] for token in last_ids], device=self.device)
+        mask = torch.ones(len(states), state.seen_tokens + 1, dtype=torch.long, device=self.device)
+        output = self.model.generate(
+            input_ids, attention_mask=mask, past_key_values=state, stop_strings=stops, tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id, **options,
+        )
+        answers = []
+        for row in output[:, 1:]:
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            cut = min((text.find(stop) for stop in stops if stop in text), default=len(text))
+            answers.append(text[:cut].strip())
+        return answers
+
+    def _generation_settings(self, gen_kwargs: dict) -> tuple[dict, dict, list[str]]:
+        """A task's generation_kwargs -> (video sampling, generate() options, stop strings)."""
+        sampling = {**self.sampling, **self._task_sampling(gen_kwargs)}
+        options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
+        options.update({key: gen_kwargs[key] for key in GENERATE_KEYS if key in gen_kwargs})
+        temperature = float(options.get("temperature", 0) or 0)
+        options["do_sample"] = bool(options["do_sample"]) and temperature > 0
+        if not options["do_sample"]:  # greedy: sampling settings would only draw warnings
+            for key in ("temperature", "top_p", "top_k"):
+                options.pop(key, None)
+        options["max_new_tokens"] = self._positive_int("max_new_tokens", options["max_new_tokens"])
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        stops = list(dict.fromkeys([*self.stop_strings, *(s for s in until if s)]))
+        for key in set(gen_kwargs) - set(GENERATE_KEYS) - set(SAMPLING_KEYS) - set(IGNORED_KEYS) - self._warned_keys:
+            logger.warning(f"auroralong: ignoring generation setting {key}={gen_kwargs[key]!r}")
+            self._warned_keys.add(key)
+        return sampling, options, stops
+
+    def _task_sampling(self, settings: dict) -> dict:
+        """fps / num_frames / max_frames_num from model args or a task's generation_kwargs -> sampling overrides.
+        A task's fps replaces a frame count given in the model args."""
+        sampling = {}
+        if settings.get("fps") is not None:
+            sampling.update(fps=float(settings["fps"]), num_frames=None)
+        if settings.get("num_frames") is not None:
+            sampling["num_frames"] = self._positive_int("num_frames", settings["num_frames"])
+        if settings.get("max_frames_num") is not None:
+            sampling["max_frames"] = self._positive_int("max_frames_num", settings["max_frames_num"])
+        return sampling
+
+    def _gen_kwargs(self, request: Instance) -> dict:
+        return dict(request.args[1] or {})
+
+    def _prompt(self, request: Instance) -> Prompt:
+        context, _, doc_to_visual, doc_id, task, split = request.args
+        return self._simple_prompt(context, doc_to_visual, doc_id, task, split)
+
+    def _simple_prompt(self, context: str, doc_to_visual, doc_id, task: str, split: str) -> Prompt:
+        visuals = []
+        if doc_to_visual is not None:
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+        return user_turn(context, [v for v in visuals if v is not None])
+
+    @staticmethod
+    def _positive_int(name: str, value) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"auroralong: {name} must be a positive integer, got {value!r}") from None
+        if number <= 0 or number != float(value):
+            raise ValueError(f"auroralong: {name} must be a positive integer, got {value!r}")
+        return number
+
+
+class AuroraLongLmmsChat(AuroraLongLmms):
+    """lmms-eval's chat interface: requests carry `doc_to_messages` (lmms-eval's chat message format)."""
+
+    is_simple = False
+
+    def _gen_kwargs(self, request: Instance) -> dict:
+        return dict(request.args[2] or {})
+
+    def _prompt(self, request: Instance) -> Prompt:
+        _, doc_to_messages, _, doc_id, task, split = request.args
+        return chat_prompt(doc_to_messages(self.task_dict[task][split][doc_id]))
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        results = []
+        for request in tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round"):
+            _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+
+            def next_turn(answers, info, round_idx, doc=doc, doc_to_messages=doc_to_messages):
+                messages, done, _, info = doc_to_messages(doc, round_idx=round_idx, previous_output=answers,
+                                                          previous_round_info=info)
+                return (None if done or messages is None else chat_prompt(messages)), info
+
+            results.append(self.converse(chat_prompt(doc_to_messages(doc)), next_turn, gen_kwargs or {}))
+        return results

@@ -1,0 +1,17 @@
+"""lmms-eval plugin entry point (group `lmms_eval.models`): the model name `auroralong` and where its classes live.
+
+lmms-eval loads every plugin's entry point inside one try/except at start-up, whatever model is asked for, so this
+names the classes by path only: the adapter is imported when `--model auroralong` is actually used. (Loading the
+entry point imports the package itself, whose Auto-class registrations need torch and transformers; lmms-eval's
+CLI imports both anyway, and start-up time is the same with and without this plugin.)
+"""
+
+
+def auroralong_manifest():
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(
+        model_id="auroralong",
+        simple_class_path="auroralong_hf.lmms_eval_adapter.AuroraLongLmms",
+        chat_class_path="auroralong_hf.lmms_eval_adapter.AuroraLongLmmsChat",
+    )
