@@ -323,46 +323,40 @@ def _shape(sd: dict[str, torch.Tensor], name: str, ndim: int, path) -> tuple[int
     return tuple(tensor.shape)
 
 
-def _geometry_from_blinkdl(sd: dict[str, torch.Tensor], num_layers: int, path) -> dict[str, int]:
-    shape = lambda name, ndim: _shape(sd, name, ndim, path)  # noqa: E731
-    vocab, hidden = shape("emb.weight", 2)
-    heads, head_size = shape("blocks.0.att.time_faaaa", 2)
-    ffn, _ = shape("blocks.0.ffn.key.weight", 2)
-    _, mix5 = shape("blocks.0.att.time_maa_w1", 2)
-    _, decay = shape("blocks.0.att.time_decay_w1", 2)
-    att, _ = shape("blocks.0.att.receptance.weight", 2)
-    if att != hidden:
-        raise ValueError(
-            f"{path}: attention width {att} differs from the hidden size {hidden}; Finch models have "
-            "dim_att == n_embd and this converter supports only that."
-        )
-    if heads * head_size != hidden:
-        raise ValueError(f"{path}: time_faaaa is [{heads}, {head_size}] but the hidden size is {hidden}.")
-    if mix5 % 5:
-        raise ValueError(f"{path}: time_maa_w1 has {mix5} columns, not a multiple of 5 (five LoRA groups).")
-    return {
-        "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": num_layers, "head_size": head_size,
-        "intermediate_size": ffn, "time_mix_lora_rank": mix5 // 5, "time_decay_lora_rank": decay,
-    }
+# Where each layout keeps the tensors the geometry is read from. The LoRA factors are [C, r] in BlinkDL's layout and
+# transposed ([r, C], nn.Linear weights) in fla's: `lora_axis` is the axis that holds the rank.
+_GEOMETRY_TENSORS = {
+    "blinkdl": {
+        "embedding": "emb.weight", "bonus": "blocks.0.att.time_faaaa", "ffn_key": "blocks.0.ffn.key.weight",
+        "mix_lora": "blocks.0.att.time_maa_w1", "decay_lora": "blocks.0.att.time_decay_w1",
+        "receptance": "blocks.0.att.receptance.weight", "lora_axis": 1,
+    },
+    "fla": {
+        "embedding": "model.embeddings.weight", "bonus": "model.layers.0.attn.bonus",
+        "ffn_key": "model.layers.0.ffn.key.linear.weight", "mix_lora": "model.layers.0.attn.x_proj.0.linear.weight",
+        "decay_lora": "model.layers.0.attn.w_proj.linear.lora.0.weight",
+        "receptance": "model.layers.0.attn.r_proj.linear.weight", "lora_axis": 0,
+    },
+}
 
 
-def _geometry_from_fla(sd: dict[str, torch.Tensor], num_layers: int, path) -> dict[str, int]:
-    shape = lambda name, ndim: _shape(sd, name, ndim, path)  # noqa: E731
-    vocab, hidden = shape("model.embeddings.weight", 2)
-    heads, head_size = shape("model.layers.0.attn.bonus", 2)
-    ffn, _ = shape("model.layers.0.ffn.key.linear.weight", 2)
-    mix5, _ = shape("model.layers.0.attn.x_proj.0.linear.weight", 2)
-    decay, _ = shape("model.layers.0.attn.w_proj.linear.lora.0.weight", 2)
-    att, _ = shape("model.layers.0.attn.r_proj.linear.weight", 2)
+def _geometry(sd: dict[str, torch.Tensor], num_layers: int, path, layout: str) -> dict[str, int]:
+    """The Finch geometry of a state dict in `layout` ("blinkdl" or "fla"), read from its tensor shapes."""
+    names = _GEOMETRY_TENSORS[layout]
+    shape = lambda key: _shape(sd, names[key], 2, path)  # noqa: E731
+    vocab, hidden = shape("embedding")
+    heads, head_size = shape("bonus")
+    ffn, att = shape("ffn_key")[0], shape("receptance")[0]
+    mix5, decay = shape("mix_lora")[names["lora_axis"]], shape("decay_lora")[names["lora_axis"]]
     if att != hidden:
         raise ValueError(
-            f"{path}: key/value width {att} differs from the hidden size {hidden} (fla expand_k/expand_v != 1); "
-            "Finch models use expand_k = expand_v = 1 and this converter supports only that."
+            f"{path}: {names['receptance']} is {att} wide but the hidden size is {hidden}; Finch models have "
+            "dim_att == n_embd (fla: expand_k = expand_v = 1) and this converter supports only that."
         )
     if heads * head_size != hidden:
-        raise ValueError(f"{path}: attn.bonus is [{heads}, {head_size}] but the hidden size is {hidden}.")
+        raise ValueError(f"{path}: {names['bonus']} is [{heads}, {head_size}] but the hidden size is {hidden}.")
     if mix5 % 5:
-        raise ValueError(f"{path}: attn.x_proj.0.linear.weight has {mix5} rows, not a multiple of 5.")
+        raise ValueError(f"{path}: {names['mix_lora']} has rank {mix5}, not a multiple of 5 (five LoRA groups).")
     return {
         "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": num_layers, "head_size": head_size,
         "intermediate_size": ffn, "time_mix_lora_rank": mix5 // 5, "time_decay_lora_rank": decay,
@@ -580,7 +574,7 @@ def _from_blinkdl(sd, path, notes, *, fmt: str = "blinkdl") -> tuple[dict[str, t
         )
     _check_key_set(sd, blinkdl_state_dict_keys(num_layers), path, "RWKV/v6-Finch-HF" if display else "BlinkDL",
                    display)
-    geometry = _geometry_from_blinkdl(sd, num_layers, path)
+    geometry = _geometry(sd, num_layers, path, "blinkdl")
     sd = _fit_shapes(sd, expected_blinkdl_shapes(geometry), path, display)
     return blinkdl_to_fla_state_dict(sd, num_layers), geometry, tied
 
@@ -599,7 +593,7 @@ def _from_fla(sd, path, config_json, notes) -> tuple[dict[str, torch.Tensor], di
                 "(RWKV-6 Finch models have an untied head)."
             )
     _check_key_set(sd, fla_state_dict_keys(num_layers), path, "fla")
-    geometry = _geometry_from_fla(sd, num_layers, path)
+    geometry = _geometry(sd, num_layers, path, "fla")
     return sd, geometry, tied
 
 

@@ -243,13 +243,13 @@ class AuroraLongLmms(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, tuple[dict, list[int]]] = {}  # requests with identical generation settings
         for index, request in enumerate(requests):
-            key = json.dumps(self._gen_kwargs(request), sort_keys=True, default=str)
-            groups.setdefault(key, []).append(index)
+            gen_kwargs = self._gen_kwargs(request)
+            key = json.dumps(gen_kwargs, sort_keys=True, default=str)
+            groups.setdefault(key, (gen_kwargs, []))[1].append(index)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="auroralong generate_until")
-        for indices in groups.values():
-            gen_kwargs = self._gen_kwargs(requests[indices[0]])
+        for gen_kwargs, indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start:start + self.batch_size]
                 prompts = [self._prompt(requests[i]) for i in batch]
@@ -282,19 +282,8 @@ class AuroraLongLmms(lmms):
         return results
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
-        results = []
-        for request in tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round"):
-            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = request.args
-            doc = self.task_dict[task][split][doc_id]
-
-            def next_turn(answers, info, round_idx, doc=doc, doc_to_text=doc_to_text):
-                visuals, text, done, _, info = doc_to_text(doc, previous_output=answers, round_idx=round_idx,
-                                                           previous_round_info=info)
-                return (None if done else user_turn(text, visuals or [])), info
-
-            first = self._simple_prompt(context, doc_to_visual, doc_id, task, split)
-            results.append(self.converse(first, next_turn, gen_kwargs or {}))
-        return results
+        progress = tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round")
+        return [self.converse(*self._conversation(request)) for request in progress]
 
     # -- AuroraLong ---------------------------------------------------------------------------------------------
 
@@ -303,18 +292,19 @@ class AuroraLongLmms(lmms):
         """Answer each prompt ("" for a prompt whose visuals cannot be read): prefill one at a time, decode the
         readable ones together."""
         sampling, options, stops = self._generation_settings(gen_kwargs)
-        prefilled = {}
+        rows, states, last_ids = [], [], []
         for row, prompt in enumerate(prompts):
             try:
-                prefilled[row] = self.prefill(prompt, sampling)
+                state, last_id = self.prefill(prompt, sampling)
             except UnreadableVisual as error:
                 logger.error(f"auroralong: answering with an empty string: {error}")
+                continue
+            rows.append(row)
+            states.append(state)
+            last_ids.append(last_id)
         answers = [""] * len(prompts)
-        if prefilled:
-            rows = sorted(prefilled)
-            texts = self._decode([prefilled[row][0] for row in rows],
-                                 [prefilled[row][1] for row in rows], options, stops)
-            for row, text in zip(rows, texts, strict=True):
+        if rows:
+            for row, text in zip(rows, self._decode(states, last_ids, options, stops), strict=True):
                 answers[row] = text
         return answers
 
@@ -483,6 +473,18 @@ class AuroraLongLmms(lmms):
         context, _, doc_to_visual, doc_id, task, split = request.args
         return self._simple_prompt(context, doc_to_visual, doc_id, task, split)
 
+    def _conversation(self, request: Instance) -> tuple[Prompt, object, dict]:
+        """A multi-round request -> (first prompt, next_turn for `converse`, generation kwargs)."""
+        context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = request.args
+        doc = self.task_dict[task][split][doc_id]
+
+        def next_turn(answers, info, round_idx):
+            visuals, text, done, _, info = doc_to_text(doc, previous_output=answers, round_idx=round_idx,
+                                                       previous_round_info=info)
+            return (None if done else user_turn(text, visuals or [])), info
+
+        return self._simple_prompt(context, doc_to_visual, doc_id, task, split), next_turn, gen_kwargs or {}
+
     def _simple_prompt(self, context: str, doc_to_visual, doc_id, task: str, split: str) -> Prompt:
         visuals = []
         if doc_to_visual is not None:
@@ -512,16 +514,13 @@ class AuroraLongLmmsChat(AuroraLongLmms):
         _, doc_to_messages, _, doc_id, task, split = request.args
         return chat_prompt(doc_to_messages(self.task_dict[task][split][doc_id]))
 
-    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
-        results = []
-        for request in tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round"):
-            _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args
-            doc = self.task_dict[task][split][doc_id]
+    def _conversation(self, request: Instance) -> tuple[Prompt, object, dict]:
+        _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args
+        doc = self.task_dict[task][split][doc_id]
 
-            def next_turn(answers, info, round_idx, doc=doc, doc_to_messages=doc_to_messages):
-                messages, done, _, info = doc_to_messages(doc, round_idx=round_idx, previous_output=answers,
-                                                          previous_round_info=info)
-                return (None if done or messages is None else chat_prompt(messages)), info
+        def next_turn(answers, info, round_idx):
+            messages, done, _, info = doc_to_messages(doc, round_idx=round_idx, previous_output=answers,
+                                                      previous_round_info=info)
+            return (None if done or messages is None else chat_prompt(messages)), info
 
-            results.append(self.converse(chat_prompt(doc_to_messages(doc)), next_turn, gen_kwargs or {}))
-        return results
+        return chat_prompt(doc_to_messages(doc)), next_turn, gen_kwargs or {}

@@ -134,14 +134,7 @@ def write_video(
         stream.options = {**default_options, **(options or {})}
         if audio:
             seconds = (pts_ms[-1] / 1000 if variable else num_frames / float(rate)) + 0.5
-            samples = np.zeros((1, int(8000 * seconds)), dtype=np.int16)
-            samples[0] = (np.sin(np.arange(samples.shape[1]) / 7) * 4000).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-            frame.sample_rate = 8000
-            frame.pts = 0
-            for packet in audio_stream.encode(frame):
-                container.mux(packet)
-            container.mux(audio_stream.encode())
+            _mux_tone(container, audio_stream, int(8000 * seconds), period=7, amplitude=4000)
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(index_frame(first_index + i, width, height), format="rgb24")
             if variable:
@@ -169,14 +162,19 @@ def write_audio_only(path) -> Path:
     suffix = path.suffix.lstrip(".").lower()
     with av.open(str(path), "w") as container:
         stream = container.add_stream("pcm_s16le" if suffix in ("wav", "mkv") else "aac", rate=8000)
-        samples = (np.sin(np.arange(8000) / 5) * 8000).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = 8000
-        frame.pts = 0
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        container.mux(stream.encode())
+        _mux_tone(container, stream, 8000, period=5, amplitude=8000)
     return path
+
+
+def _mux_tone(container, stream, num_samples: int, period: float, amplitude: int) -> None:
+    """Encode and mux a mono 8 kHz sine tone of `num_samples` samples into `stream` of `container`."""
+    samples = (np.sin(np.arange(num_samples) / period) * amplitude).astype(np.int16).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = 8000
+    frame.pts = 0
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    container.mux(stream.encode())
 
 
 def write_zero_frames(path) -> Path:
