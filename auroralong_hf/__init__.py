@@ -12,6 +12,7 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import PrefixChange
 
 from .modeling import (
+    CACHE_NAME,
     AuroraLongConfig,
     AuroraLongForConditionalGeneration,
     AuroraLongModel,
@@ -53,7 +54,7 @@ register_checkpoint_conversion_mapping(
 )
 
 __all__ = [
-    "AuroraLongConfig", "AuroraLongForConditionalGeneration", "AuroraLongModel", "AuroraLongProcessor", "Rwkv6Cache",
-    "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer", "SiglipToMeVisionConfig",
+    "CACHE_NAME", "AuroraLongConfig", "AuroraLongForConditionalGeneration", "AuroraLongModel", "AuroraLongProcessor",
+    "Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer", "SiglipToMeVisionConfig",
     "SiglipToMeVisionModel", "merge_schedule", "tokens_per_frame",
 ]

@@ -489,6 +489,8 @@ def _bench_decode(model, args, log) -> tuple[dict, dict]:
     Timed interleaved with the step: the copy, a read-only stream (`src.sum()`, for information) and the step's
     matrix-vector products alone (for information).
     """
+    from auroralong_hf.modeling.modeling_rwkv6 import CACHE_NAME
+
     numel = max(args.copy_mib, 1) * (1 << 20) // 4
     src = torch.empty(numel, dtype=torch.float32).fill_(1.0)
     dst = torch.empty_like(src)
@@ -496,14 +498,14 @@ def _bench_decode(model, args, log) -> tuple[dict, dict]:
     prefix = torch.randint(0, args.vocab_size, (1, max(args.decode_prefix, 1)), generator=g)
     next_tokens = torch.randint(0, args.vocab_size, (args.decode_steps + 1,), generator=g)
     with torch.inference_mode():
-        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        cache = getattr(model(input_ids=prefix, use_cache=True, logits_to_keep=1), CACHE_NAME)
     step_index = [0]
 
     def step():
         token = next_tokens[step_index[0] % len(next_tokens)].view(1, 1)
         step_index[0] += 1
         with torch.inference_mode():
-            model(input_ids=token, past_key_values=cache, use_cache=True)
+            model(input_ids=token, cache=cache, use_cache=True)
 
     gemvs, _ = _dense_matmuls(model, 1, args.seed + 4)
     log(f"  decode: {args.decode_steps} steps, {args.copy_mib} MiB copies (interleaved) ...")
@@ -1296,7 +1298,7 @@ def _memory_worker(spec_path: str):
     """One `describe` run in this fresh process: build the model, note the baseline, stream the video, answer."""
     spec = json.loads(Path(spec_path).read_text())
     device, dtype = _worker_setup(spec)
-    from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+    from auroralong_hf import CACHE_NAME, AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
 
     torch.manual_seed(spec["seed"])
     config = AuroraLongConfig(vision_config=spec["vision_config"], text_config=spec["text_config"])
@@ -1324,8 +1326,8 @@ def _memory_worker(spec_path: str):
         streamed = time.perf_counter() - start
         seen = state.seen_tokens
         mask = torch.ones(1, seen + suffix_ids.shape[1], dtype=torch.long, device=device)
-        output = model.generate(suffix_ids, attention_mask=mask, past_key_values=state, max_new_tokens=new_tokens,
-                                min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        output = model.generate(suffix_ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                do_sample=False, pad_token_id=0, **{CACHE_NAME: state})
     _sync(device)
     seconds = time.perf_counter() - start
     memory = probe.result()
@@ -1515,7 +1517,7 @@ def _latency_worker(spec_path: str):
     spec = json.loads(Path(spec_path).read_text())
     device, dtype = _worker_setup(spec)
     from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
-    from auroralong_hf.modeling.modeling_rwkv6 import Rwkv6Cache, Rwkv6ForCausalLM
+    from auroralong_hf.modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6ForCausalLM
     from auroralong_hf.processing.tokenization_rwkv_world import RwkvWorldTokenizer
 
     torch.manual_seed(spec["seed"])
@@ -1545,11 +1547,11 @@ def _latency_worker(spec_path: str):
         with torch.inference_mode():
             if ours:  # streaming: the prompt's head, then the visual tokens chunk by chunk into the state
                 state = Rwkv6Cache(text, 1, device=device, dtype=dtype)
-                _, seconds = timed(lambda: model.model(input_ids=prefix_ids, past_key_values=state, use_cache=True))
+                _, seconds = timed(lambda: model.model(input_ids=prefix_ids, cache=state, use_cache=True))
                 prefill += seconds
                 for chunk in chunks:
                     chunk = chunk.to(device)
-                    _, seconds = timed(lambda chunk=chunk: model.model(inputs_embeds=chunk, past_key_values=state,
+                    _, seconds = timed(lambda chunk=chunk: model.model(inputs_embeds=chunk, cache=state,
                                                                        use_cache=True))
                     prefill += seconds
                 cache = state
@@ -1563,15 +1565,15 @@ def _latency_worker(spec_path: str):
                 del visual
                 first_input = {"inputs_embeds": embeds}
                 del embeds
-            out, seconds = timed(lambda: model(**first_input, past_key_values=cache, use_cache=True,
-                                               logits_to_keep=1))
+            out, seconds = timed(lambda: model(**first_input, use_cache=True, logits_to_keep=1,
+                                               **{CACHE_NAME: cache}))
             prefill += seconds
             first_input = None
             token = out.logits[:, -1].argmax(-1, keepdim=True)
             decode = 0.0
             for _ in range(new_tokens - 1):
-                out, seconds = timed(lambda token=token: model(input_ids=token, past_key_values=cache,
-                                                               use_cache=True))
+                out, seconds = timed(lambda token=token: model(input_ids=token, use_cache=True,
+                                                               **{CACHE_NAME: cache}))
                 decode += seconds
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
         if ours:
@@ -1797,7 +1799,7 @@ def _train_worker(spec_path: str):
     tokens_per_frame = set_token_kept_ratio(model, processor, stage.token_kept_ratio)
     model.to(device).train()
     if spec["checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     checkpointed = sum(bool(getattr(module, "gradient_checkpointing", False)) for module in model.modules())
     batch = _synthetic_train_batch(processor, spec["batch_size"], spec["frames"], model.config.vision_config.image_size,
                                    spec["seed"] + 1)

@@ -12,7 +12,7 @@ import time
 def _generate(args) -> int:
     import torch
 
-    from . import Rwkv6Config, Rwkv6ForCausalLM, RwkvWorldTokenizer
+    from . import CACHE_NAME, Rwkv6Config, Rwkv6ForCausalLM, RwkvWorldTokenizer
 
     if args.model:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -37,7 +37,7 @@ def _generate(args) -> int:
         )
     seconds = time.perf_counter() - start
     new_tokens = output.sequences[0, inputs["input_ids"].shape[1]:]
-    state = output.past_key_values
+    state = getattr(output, CACHE_NAME)
     state_bytes = sum(t.numel() * t.element_size() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s)
     report = {
         "model": source,

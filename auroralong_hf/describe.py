@@ -327,7 +327,7 @@ def describe(
     from a saved `state`; returns the answer and its cost (see the module docstring)."""
     import torch
 
-    from .modeling.modeling_rwkv6 import Rwkv6Cache
+    from .modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache
 
     if state is not None and video is not None:
         raise ValueError("Give a VIDEO or --state, not both (--state answers from a video already read).")
@@ -398,8 +398,8 @@ def describe(
         output = model.generate(
             torch.tensor([suffix_ids], device=model.device),
             attention_mask=torch.ones(1, rnn.seen_tokens + len(suffix_ids), dtype=torch.long, device=model.device),
-            past_key_values=rnn, max_new_tokens=max_new_tokens, do_sample=sample, eos_token_id=STOP_TOKEN_ID,
-            pad_token_id=0,
+            max_new_tokens=max_new_tokens, do_sample=sample, eos_token_id=STOP_TOKEN_ID, pad_token_id=0,
+            **{CACHE_NAME: rnn},
         )
     new_tokens = output[0, len(suffix_ids):].tolist()
     seconds = time.perf_counter() - start

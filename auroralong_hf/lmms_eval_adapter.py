@@ -39,7 +39,7 @@ from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
-from .modeling.modeling_rwkv6 import Rwkv6Cache
+from .modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp"}
 # generation_kwargs keys that choose the frames of a task's videos (read here, not passed to generate)
@@ -47,6 +47,39 @@ SAMPLING_KEYS = ("fps", "num_frames", "max_frames_num")
 GENERATE_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty")
 # Keys lmms-eval tasks set for other models; dropped without a warning.
 IGNORED_KEYS = ("until", "image_aspect_ratio", "modalities")
+
+
+# The lmms-eval release this adapter is written and tested against (pyproject.toml's `eval` extra pins it).
+TESTED_LMMS_EVAL = "0.7.3"
+# Modules lmms-eval imports only once an evaluation has started, after the model is built; a failure there ends the
+# run with exit status 0 and no results, so they are imported here first and a failure is reported with its cause.
+LMMS_EVAL_LATE_IMPORTS = {
+    "filelock._api": "lmms-eval 0.7.3 patches it at the start of every evaluation; filelock 4 removed it "
+                     "(pip install 'filelock>=3.16.1,<4', as the eval extra does)",
+}
+
+
+def check_lmms_eval_runtime() -> None:
+    """Fail now, with the reason, where lmms-eval would fail later without one.
+
+    Raises ImportError naming the module, why lmms-eval needs it and the fix; logs a warning when the installed
+    lmms-eval is not the tested release.
+    """
+    import importlib
+    from importlib.metadata import version
+
+    installed = version("lmms-eval")
+    if installed != TESTED_LMMS_EVAL:
+        logger.warning(f"auroralong: lmms-eval {installed} is installed; this adapter is tested with "
+                       f"{TESTED_LMMS_EVAL} (pip install -e '.[eval]').")
+    for module, why in LMMS_EVAL_LATE_IMPORTS.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            message = f"auroralong: lmms-eval {installed} cannot run an evaluation here: it imports {module}, " \
+                      f"which fails ({error}). {why}."
+            logger.error(message)
+            raise ImportError(message) from error
 
 
 def keep_loglikelihood_pairs() -> None:
@@ -183,6 +216,7 @@ class AuroraLongLmms(lmms):
         **unknown,
     ) -> None:
         super().__init__()
+        check_lmms_eval_runtime()
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         if unknown:
@@ -326,7 +360,7 @@ class AuroraLongLmms(lmms):
             input_ids[row, :1 + len(target)] = torch.tensor([last_id, *target])
             mask[row, :1 + len(target)] = 1
         states = Rwkv6Cache.stack([state] * len(targets))
-        logits = self.model(input_ids.to(self.device), attention_mask=mask.to(self.device), past_key_values=states,
+        logits = self.model(input_ids.to(self.device), attention_mask=mask.to(self.device), cache=states,
                             use_cache=True).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         results = []
@@ -425,8 +459,8 @@ class AuroraLongLmms(lmms):
         input_ids = torch.tensor([[token] for token in last_ids], device=self.device)
         mask = torch.ones(len(states), state.seen_tokens + 1, dtype=torch.long, device=self.device)
         output = self.model.generate(
-            input_ids, attention_mask=mask, past_key_values=state, stop_strings=stops, tokenizer=self.tokenizer,
-            pad_token_id=self.tokenizer.pad_token_id, **options,
+            input_ids, attention_mask=mask, stop_strings=stops, tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id, **options, **{CACHE_NAME: state},
         )
         answers = []
         for row in output[:, 1:]:

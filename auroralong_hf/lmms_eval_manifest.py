@@ -8,7 +8,11 @@ CLI imports both anyway, and start-up time is the same with and without this plu
 
 
 def auroralong_manifest():
-    from lmms_eval.models.registry_v2 import ModelManifest
+    try:
+        from lmms_eval.models.registry_v2 import ModelManifest
+    except ImportError as error:  # lmms-eval logs this and goes on without the plugin: say what to install
+        raise ImportError(f"auroralong-hf's lmms-eval plugin needs lmms-eval 0.7.3, whose plugin registry it uses "
+                          f"(pip install -e '.[eval]'): {error}") from error
 
     return ModelManifest(
         model_id="auroralong",

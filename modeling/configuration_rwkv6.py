@@ -36,7 +36,7 @@ class Rwkv6Config(PreTrainedConfig):
     """
 
     model_type = "auroralong_rwkv6"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the state's output field (5.24 name, 5.23 name)
 
     vocab_size: int = 65536
     hidden_size: int = 2048

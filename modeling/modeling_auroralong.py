@@ -6,33 +6,17 @@ size. `stream_video` feeds frames a chunk at a time into that state, so a video 
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_auroralong import AuroraLongConfig
-from .modeling_rwkv6 import Rwkv6Cache, Rwkv6Model
+from .modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6GenerationMixin, Rwkv6Model, resolve_cache_argument
 from .modeling_siglip_tome import SiglipToMeVisionModel
-
-
-@dataclass
-class AuroraLongCausalLMOutput(ModelOutput):
-    """
-    loss: next-token cross-entropy over positions whose label is not -100, when labels are given.
-    logits: [B, T, V].
-    past_key_values: the RNN state (`Rwkv6Cache`) after the last position, when `use_cache`.
-    hidden_states: the language model's hidden states, when asked.
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Rwkv6Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class AuroraLongMultiModalProjector(nn.Module):
@@ -140,13 +124,15 @@ class AuroraLongModel(AuroraLongPreTrainedModel):
         pixel_values_videos: torch.FloatTensor | None = None,
         video_frame_counts: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Rwkv6Cache | None = None,
+        cache: Rwkv6Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        past_key_values: Rwkv6Cache | None = None,
         **kwargs,
     ):
-        """Returns the language model's output (last_hidden_state [B, T, C], past_key_values, hidden_states)."""
+        """Returns the language model's `BaseModelOutputWithPast` (last_hidden_state [B, T, C], the state in its
+        `CACHE_NAME` field, hidden_states). `cache` is named `past_key_values` before transformers 5.24 (both work)."""
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (with visual placeholders) or inputs_embeds.")
@@ -154,13 +140,13 @@ class AuroraLongModel(AuroraLongPreTrainedModel):
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=resolve_cache_argument(cache, past_key_values),
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
 
 
-class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, GenerationMixin):
+class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, Rwkv6GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embeddings.weight"}
 
     def __init__(self, config: AuroraLongConfig):
@@ -168,10 +154,6 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, GenerationMi
         self.model = AuroraLongModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # the language model makes its own recurrent state (Rwkv6Cache) on the first forward
 
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
@@ -192,23 +174,26 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, GenerationMi
         pixel_values_videos: torch.FloatTensor | None = None,
         video_frame_counts: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Rwkv6Cache | None = None,
+        cache: Rwkv6Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Rwkv6Cache | None = None,
         **kwargs,
-    ) -> AuroraLongCausalLMOutput:
+    ) -> CausalLMOutputWithPast:
         """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given
-        (-100 where no loss is wanted, e.g. on the prompt and the visual tokens)."""
+        (-100 where no loss is wanted, e.g. on the prompt and the visual tokens). `cache` (`past_key_values` before
+        transformers 5.24; both work): the RNN state to continue, updated in place and returned in the output's
+        `CACHE_NAME` field."""
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             pixel_values_videos=pixel_values_videos,
             video_frame_counts=video_frame_counts,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=resolve_cache_argument(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
@@ -219,20 +204,15 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, GenerationMi
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
                                       **kwargs)
-        return AuroraLongCausalLMOutput(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
         )
-
-    def new_state(self, batch_size: int = 1) -> Rwkv6Cache:
-        """An empty RNN state for `batch_size` sequences, on the model's device."""
-        return Rwkv6Cache(self.config.text_config, batch_size, device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def feed(self, state: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
              inputs_embeds: torch.FloatTensor | None = None) -> Rwkv6Cache:
         """Advance `state` over text ids [B, T] (no placeholders) or embeddings [B, T, C]; returns the state."""
-        self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=state,
-                                  use_cache=True)
+        self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, cache=state, use_cache=True)
         return state
 
     @torch.no_grad()

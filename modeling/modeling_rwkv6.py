@@ -8,7 +8,6 @@ token shift reaches past them), so every row of a padded batch gives the logits 
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +16,23 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_rwkv6 import Rwkv6Config
 from .wkv6 import fla_is_available, wkv6_chunked, wkv6_fla, wkv6_step
+
+# transformers 5.24 renamed the recurrent state's argument (of `forward`, `generate`) and output field from
+# `past_key_values` to `cache`; 5.23 knows only the old name. The models here accept both names in `forward` and
+# `generate`; CACHE_NAME is the one the installed transformers uses: outputs carry the state under it (where its
+# `generate` looks), and it is the name to read the state from an output or to pass it to transformers' own models.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def resolve_cache_argument(cache, past_key_values):
+    """The state passed as `cache=` (transformers >= 5.24) or `past_key_values=` (5.23); both at once must agree."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the recurrent state once, as `cache` or as `past_key_values` (its 5.23 name).")
+    return cache if cache is not None else past_key_values
 
 
 class Rwkv6Cache(Cache):
@@ -32,6 +44,14 @@ class Rwkv6Cache(Cache):
     """
 
     is_compileable = False
+    is_croppable = False  # transformers >= 5.24 asks before rolling a cache back (assisted decoding, mps deferral)
+
+    @property
+    def is_linear(self) -> list[bool]:
+        # transformers >= 5.24 does not cut the already-seen prefix from `generate`'s inputs when every layer of a
+        # cache is a linear-attention one, whose length it cannot track. This state counts what it has seen
+        # (`seen_tokens`, the `get_seq_length`), so the prefix must be cut as for an attention cache.
+        return [False] * len(self)
 
     def __init__(self, config: Rwkv6Config, batch_size: int, device=None, dtype=torch.float32):
         super().__init__(layers=[])
@@ -58,11 +78,11 @@ class Rwkv6Cache(Cache):
         found = (len(self.wkv), self.attn_shift[0].shape[-1], self.wkv[0].shape[1], self.wkv[0].shape[-1])
         if found != expected:
             raise ValueError(
-                "past_key_values is a state of another geometry: (layers, hidden, heads, head size) = "
+                "The state (cache) is of another geometry: (layers, hidden, heads, head size) = "
                 f"{found}, the model has {expected}."
             )
         if self.batch_size != batch_size:
-            raise ValueError(f"past_key_values holds {self.batch_size} sequences, the input has {batch_size}.")
+            raise ValueError(f"The state (cache) holds {self.batch_size} sequences, the input has {batch_size}.")
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -156,34 +176,6 @@ class Rwkv6Cache(Cache):
             "A recurrent RWKV-6 state cannot be rolled back to an earlier position (needed by assisted and "
             "speculative decoding); re-run the prefix instead."
         )
-
-
-@dataclass
-class Rwkv6ModelOutput(ModelOutput):
-    """
-    last_hidden_state: [B, T, C] after the final LayerNorm.
-    past_key_values: the `Rwkv6Cache` after the last position, when `use_cache`.
-    hidden_states: the input of every block and the final output, [B, T, C] each, when asked.
-    """
-
-    last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Rwkv6Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-
-
-@dataclass
-class Rwkv6CausalLMOutput(ModelOutput):
-    """
-    loss: next-token cross-entropy over positions whose label is not -100, when labels are given.
-    logits: [B, T, V].
-    past_key_values: the `Rwkv6Cache` after the last position, when `use_cache`.
-    hidden_states: as in `Rwkv6ModelOutput`.
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Rwkv6Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 def shift_tokens(x, previous, attention_mask=None):
@@ -440,16 +432,19 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        past_key_values: Rwkv6Cache | None = None,
+        cache: Rwkv6Cache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Rwkv6Cache | None = None,
         **kwargs,
-    ) -> Rwkv6ModelOutput:
+    ) -> BaseModelOutputWithPast:
         """input_ids [B, T] (or inputs_embeds [B, T, C]); attention_mask [B, T] or [B, past + T], 0 at padding.
 
-        With `past_key_values` the sequence continues from that state, which is updated in place and returned.
+        With `cache` (named `past_key_values` before transformers 5.24; both names are accepted) the sequence continues
+        from that state, which is updated in place and returned in the output's `CACHE_NAME` field.
         """
+        cache = resolve_cache_argument(cache, past_key_values)
         inputs_embeds = self._embed(input_ids, inputs_embeds)
         batch, seq_len, _ = inputs_embeds.shape
         attention_mask = self._check_attention_mask(attention_mask, batch, seq_len)
@@ -458,12 +453,12 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
 
-        if past_key_values is None and use_cache:
-            past_key_values = Rwkv6Cache(self.config, batch, inputs_embeds.device, inputs_embeds.dtype)
-        if past_key_values is not None:
-            if not isinstance(past_key_values, Rwkv6Cache):
-                raise TypeError(f"past_key_values must be an Rwkv6Cache, got {type(past_key_values).__name__}.")
-            past_key_values.check_compatible(self.config, batch)
+        if cache is None and use_cache:
+            cache = Rwkv6Cache(self.config, batch, inputs_embeds.device, inputs_embeds.dtype)
+        if cache is not None:
+            if not isinstance(cache, Rwkv6Cache):
+                raise TypeError(f"The recurrent state must be an Rwkv6Cache, got {type(cache).__name__}.")
+            cache.check_compatible(self.config, batch)
         backend = self.wkv_backend(inputs_embeds.device)
 
         hidden_states = inputs_embeds
@@ -471,29 +466,29 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
         for i, block in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            if past_key_values is not None:
-                state = (past_key_values.attn_shift[i], past_key_values.ffn_shift[i], past_key_values.wkv[i])
+            if cache is not None:
+                state = (cache.attn_shift[i], cache.ffn_shift[i], cache.wkv[i])
             else:
                 zeros = hidden_states.new_zeros(batch, self.config.hidden_size)
                 state = (zeros, zeros, None)
             hidden_states, attn_shift, ffn_shift, wkv = block(
                 hidden_states, *state, attention_mask, backend, self.config.wkv_chunk_size
             )
-            if past_key_values is not None:
+            if cache is not None:
                 # copies: the shift vectors are views of [B, T, C] activations, which must not outlive this call
-                past_key_values.attn_shift[i] = attn_shift.to(past_key_values.attn_shift[i].dtype, copy=True)
-                past_key_values.ffn_shift[i] = ffn_shift.to(past_key_values.ffn_shift[i].dtype, copy=True)
-                past_key_values.wkv[i] = wkv
+                cache.attn_shift[i] = attn_shift.to(cache.attn_shift[i].dtype, copy=True)
+                cache.ffn_shift[i] = ffn_shift.to(cache.ffn_shift[i].dtype, copy=True)
+                cache.wkv[i] = wkv
 
         hidden_states = self.norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        if past_key_values is not None:
-            past_key_values.seen_tokens += seq_len
-        return Rwkv6ModelOutput(
+        if cache is not None:
+            cache.seen_tokens += seq_len
+        return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
+            **{CACHE_NAME: cache if use_cache else None},
         )
 
     def embed(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
@@ -537,7 +532,55 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
         return None if bool(attention_mask.all()) else attention_mask
 
 
-class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, GenerationMixin):
+class Rwkv6GenerationMixin(GenerationMixin):
+    """`generate()` for models whose state is an `Rwkv6Cache`, the same on transformers 5.23 and 5.24.
+
+    A user's state is passed as `cache=state` (or `past_key_values=state`, its name before transformers 5.24; both
+    work on every supported version) and continues with the tokens it has not seen: with `input_ids` holding the whole
+    sequence (and an attention mask as long, or none), only the last `input_ids.shape[1] - state.seen_tokens` tokens
+    are fed; with only the new tokens, pass an attention mask of `state.seen_tokens + new` columns. The state is
+    advanced in place (and, with beams or several returned sequences, grows to one row for each).
+    """
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the language model makes its own recurrent state (Rwkv6Cache) on the first forward
+
+    def new_state(self, batch_size: int = 1) -> Rwkv6Cache:
+        """An empty state for `batch_size` sequences, on the model's device (shift vectors in the model's dtype)."""
+        return Rwkv6Cache(self.config.get_text_config(), batch_size, device=self.device, dtype=self.dtype)
+
+    def generate(self, *args, cache: Rwkv6Cache | None = None, past_key_values: Rwkv6Cache | None = None, **kwargs):
+        """transformers' `generate`, with the state under the name the installed transformers reads (`CACHE_NAME`)."""
+        state = resolve_cache_argument(cache, past_key_values)
+        if state is not None:
+            kwargs[CACHE_NAME] = state
+        return super().generate(*args, **kwargs)
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        # transformers repeats only tensors for beams and returned sequences: a user's state needs a row for each too
+        state = model_kwargs.get(CACHE_NAME)
+        rows = None if input_ids is None else input_ids.shape[0]
+        if expand_size > 1 and isinstance(state, Rwkv6Cache) and state.batch_size == rows:
+            state.batch_repeat_interleave(expand_size)
+        return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, is_first_iteration=False,
+                                      **kwargs):
+        state = kwargs.get("cache", kwargs.get("past_key_values"))
+        nothing_new = next_sequence_length is not None and next_sequence_length <= 0
+        if is_first_iteration and isinstance(state, Rwkv6Cache) and nothing_new:
+            raise ValueError(
+                f"The state has seen {state.seen_tokens} tokens and input_ids hold {input_ids.shape[1]}: nothing is "
+                "left to feed. Pass the whole sequence, or only the new tokens with an attention mask of seen + new "
+                "columns."
+            )
+        return super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, is_first_iteration=is_first_iteration, **kwargs
+        )
+
+
+class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, Rwkv6GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
 
     def __init__(self, config: Rwkv6Config):
@@ -557,20 +600,25 @@ class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        past_key_values: Rwkv6Cache | None = None,
+        cache: Rwkv6Cache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Rwkv6Cache | None = None,
         **kwargs,
-    ) -> Rwkv6CausalLMOutput:
-        """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given."""
+    ) -> CausalLMOutputWithPast:
+        """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given.
+
+        `cache` (or its pre-5.24 name `past_key_values`): the state to continue, updated in place and returned in the
+        output's `CACHE_NAME` field.
+        """
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
+            cache=resolve_cache_argument(cache, past_key_values),
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
@@ -581,12 +629,15 @@ class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return Rwkv6CausalLMOutput(
+        return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
 
 
-__all__ = ["Rwkv6Cache", "Rwkv6ForCausalLM", "Rwkv6Model", "Rwkv6PreTrainedModel"]
+__all__ = [
+    "CACHE_NAME", "Rwkv6Cache", "Rwkv6ForCausalLM", "Rwkv6GenerationMixin", "Rwkv6Model", "Rwkv6PreTrainedModel",
+    "resolve_cache_argument",
+]

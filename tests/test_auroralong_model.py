@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from outputs import state_of
 from transformers import AutoModelForImageTextToText
 
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor, Rwkv6Cache
@@ -59,7 +60,7 @@ def test_streaming_equals_all_at_once(model, processor):
     pixels = inputs["pixel_values_videos"][0]
     model.stream_video(state, [pixels[:2], pixels[2:4], pixels[4:]])  # K = 2 frames at a time
     model.feed(state, torch.tensor([ids[last:-1]]))
-    streamed = model(torch.tensor([ids[-1:]]), past_key_values=state, use_cache=True)
+    streamed = model(torch.tensor([ids[-1:]]), cache=state, use_cache=True)
     assert (streamed.logits[0, -1] - full.logits[0, -1]).abs().max() <= 1e-4
     # the same greedy answer, generated from the streamed state
     whole = model.generate(**inputs, max_new_tokens=6, do_sample=False)
@@ -67,7 +68,7 @@ def test_streaming_equals_all_at_once(model, processor):
     model.stream_video(state, [pixels[:3], pixels[3:]])
     model.feed(state, torch.tensor([ids[last:-1]]))
     continued = model.generate(torch.tensor([ids[-1:]]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               past_key_values=state, max_new_tokens=6, do_sample=False)
+                               cache=state, max_new_tokens=6, do_sample=False)
     assert torch.equal(continued[0, 1:], whole[0, len(ids):])
 
 
@@ -96,8 +97,8 @@ def test_one_encoding_many_questions_and_state_files(model, processor, tmp_path)
     inputs = ask(processor, frames(3, 5))
     ids = inputs["input_ids"][0].tolist()
     last = len(ids) - ids[::-1].index(65535)
-    encoded = model(input_ids=inputs["input_ids"][:, :last], pixel_values_videos=inputs["pixel_values_videos"],
-                    use_cache=True).past_key_values
+    encoded = state_of(model(input_ids=inputs["input_ids"][:, :last], pixel_values_videos=inputs["pixel_values_videos"],
+                    use_cache=True))
     encoded.save(tmp_path / "video.state")
     reloaded = Rwkv6Cache.load(tmp_path / "video.state", model.config.text_config)
     for question in ("What happens?", "Who is there?"):
@@ -105,7 +106,7 @@ def test_one_encoding_many_questions_and_state_files(model, processor, tmp_path)
         whole = torch.tensor([ids[:last] + suffix])
         reference = model(input_ids=whole, pixel_values_videos=inputs["pixel_values_videos"]).logits[0, -1]
         for state in (encoded.copy(), reloaded.copy()):
-            logits = model(torch.tensor([suffix]), past_key_values=state, use_cache=True).logits[0, -1]
+            logits = model(torch.tensor([suffix]), cache=state, use_cache=True).logits[0, -1]
             assert (logits - reference).abs().max() <= 1e-4
     other = AuroraLongConfig(vision_config=VISION, text_config={**TEXT, "num_hidden_layers": 3}).text_config
     with pytest.raises(ValueError, match="another geometry"):
@@ -133,7 +134,7 @@ def test_gradients_and_checkpointing():
     reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     assert any("vision_tower" in n for n in reference) and any("multi_modal_projector" in n for n in reference)
     model.zero_grad()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model(**inputs, labels=labels).loss.backward()
     for name, param in model.named_parameters():
         if name in reference:

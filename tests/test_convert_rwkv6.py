@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from outputs import state_of
 from safetensors.torch import load_file
 
 from auroralong_hf.convert_rwkv6 import (
@@ -225,8 +226,8 @@ def test_parity_token_by_token(converted, rwkv_cls):
     with torch.no_grad():
         for token in tokens:
             expected, state = reference.forward([token], state)
-            out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(torch.tensor([[token]]), cache=past, use_cache=True)
+            past = state_of(out)
             err = max(err, (out.logits[0, -1].float() - expected).abs().max().item())
     print(f"\n[{converted.name}] token by token, 40 steps: max abs {err:.2e}")
     assert err <= PARITY_ATOL
@@ -241,10 +242,10 @@ def test_parity_prefill_then_decode(converted, rwkv_cls):
     with torch.no_grad():
         out = model(torch.tensor([tokens[:prefill]]), use_cache=True)
         logits = [out.logits[0].float()]
-        past = out.past_key_values
+        past = state_of(out)
         for token in tokens[prefill:]:
-            out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(torch.tensor([[token]]), cache=past, use_cache=True)
+            past = state_of(out)
             logits.append(out.logits[0].float())
     err = (torch.cat(logits) - expected).abs().max().item()
     print(f"\n[{converted.name}] prefill {prefill} + decode 12: max abs {err:.2e}")

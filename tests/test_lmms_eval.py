@@ -380,6 +380,23 @@ def test_entry_point_manifest_is_registered():
     assert Path(entry.module.replace(".", "/") + ".py").name == "lmms_eval_manifest.py"
 
 
+def test_a_broken_lmms_eval_install_is_reported_with_its_cause(tasks, model_dir, tmp_path):
+    """filelock 4 with lmms-eval 0.7.3 (its `filelock._api` gone): the run names the module and the fix."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    # filelock 4: the package imports, its `_api` module does not
+    (blocked / "sitecustomize.py").write_text("import sys\nimport filelock\nsys.modules['filelock._api'] = None\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocked}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "auroralong", "--model_args",
+                           f"pretrained={model_dir}", "--include_path", str(tasks), "--tasks",
+                           "auroralong_synthetic_qa", "--output_path", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    output = done.stdout + done.stderr
+    assert "it imports filelock._api, which fails" in output and "filelock>=3.16.1,<4" in output, output[-3000:]
+    assert not list((tmp_path / "out").rglob("*_results.json"))
+
+
 def test_task_settings_win_over_model_args(model_dir):
     model = AuroraLongLmms(pretrained=str(model_dir), device="cpu", num_frames=8, max_frames_num=100,
                            max_new_tokens=7)

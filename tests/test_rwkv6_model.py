@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from outputs import state_of
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from auroralong_hf import Rwkv6Cache, Rwkv6Config, Rwkv6ForCausalLM, Rwkv6Model, RwkvWorldTokenizer
@@ -43,8 +44,8 @@ def test_state_continuation_equals_one_pass(tiny_rwkv6):
     full = tiny_rwkv6(ids).logits
     cache, pieces = None, []
     for start, end in [(0, 20), (20, 21), (21, 22), (22, 53)]:
-        out = tiny_rwkv6(ids[:, start:end], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = tiny_rwkv6(ids[:, start:end], cache=cache, use_cache=True)
+        cache = state_of(out)
         pieces.append(out.logits)
     assert isinstance(cache, Rwkv6Cache) and cache.get_seq_length() == 53
     assert (torch.cat(pieces, dim=1) - full).abs().max() <= 1e-5
@@ -52,13 +53,13 @@ def test_state_continuation_equals_one_pass(tiny_rwkv6):
 
 def test_state_size_does_not_grow(tiny_rwkv6):
     def state_numel(length):
-        cache = tiny_rwkv6(torch.randint(0, 300, (1, length)), use_cache=True).past_key_values
+        cache = state_of(tiny_rwkv6(torch.randint(0, 300, (1, length)), use_cache=True))
         return sum(t.numel() for states in (cache.attn_shift, cache.ffn_shift, cache.wkv) for t in states)
 
     config = tiny_rwkv6.config
     expected = config.num_hidden_layers * (2 * config.hidden_size + config.num_heads * config.head_size ** 2)
     assert state_numel(3) == state_numel(200) == expected
-    cache = tiny_rwkv6(torch.randint(0, 300, (1, 5)), use_cache=True).past_key_values
+    cache = state_of(tiny_rwkv6(torch.randint(0, 300, (1, 5)), use_cache=True))
     assert all(t.dtype == torch.float32 for t in cache.wkv)
 
 
@@ -76,9 +77,9 @@ def test_left_padded_rows_equal_rows_alone(tiny_rwkv6):
         assert (batched.logits[i, 40 - len(row):] - alone.logits[0]).abs().max() <= 1e-5
         # and the state carried on is that row's own state
         nxt = torch.randint(1, 300, (1, 3))
-        cont_batched = tiny_rwkv6(nxt.expand(3, -1), past_key_values=batched.past_key_values, use_cache=True)
+        cont_batched = tiny_rwkv6(nxt.expand(3, -1), cache=state_of(batched), use_cache=True)
         batched = tiny_rwkv6(ids, attention_mask=mask, use_cache=True)  # fresh state for the next row
-        cont_alone = tiny_rwkv6(nxt, past_key_values=alone.past_key_values, use_cache=True)
+        cont_alone = tiny_rwkv6(nxt, cache=state_of(alone), use_cache=True)
         assert (cont_batched.logits[i] - cont_alone.logits[0]).abs().max() <= 1e-5
 
 
@@ -109,23 +110,68 @@ def test_generate_left_padded_batch_equals_each_row(tiny_rwkv6):
     assert torch.equal(batched[1, 15:], tiny_rwkv6.generate(short, max_new_tokens=6, do_sample=False)[0, 6:])
 
 
-def test_generate_continues_from_a_user_state(tiny_rwkv6):
+def positions_fed(model):
+    """A list that receives the number of positions of every forward of `model`'s RWKV-6 stack, and the hook."""
+    fed = []
+
+    def record(module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        fed.append((kwargs.get("input_ids") if embeds is None else embeds).shape[1])
+
+    stack = model.model if isinstance(model, Rwkv6ForCausalLM) else model.model.language_model
+    return fed, stack.register_forward_pre_hook(record, with_kwargs=True)
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_generate_from_a_user_state_feeds_only_the_unseen_tokens(tiny_rwkv6, name):
     prefix, question = torch.randint(1, 300, (1, 10)), torch.randint(1, 300, (1, 5))
-    state = tiny_rwkv6(prefix, use_cache=True).past_key_values
     whole = torch.cat([prefix, question], dim=1)
-    from_state = tiny_rwkv6.generate(whole, past_key_values=state, max_new_tokens=5, do_sample=False)
-    from_scratch = tiny_rwkv6.generate(whole, max_new_tokens=5, do_sample=False)
-    assert torch.equal(from_state, from_scratch)
+    from_scratch = tiny_rwkv6.generate(whole, max_new_tokens=6, do_sample=False)
+    cases = {  # what the user passes besides the state -> the tokens of the answer
+        "whole sequence": {"inputs": whole},
+        "whole sequence, mask as long": {"inputs": whole, "attention_mask": torch.ones(1, 15, dtype=torch.long)},
+        "new tokens, mask of seen + new": {"inputs": question, "attention_mask": torch.ones(1, 15, dtype=torch.long)},
+    }
+    for case, kwargs in cases.items():
+        state = tiny_rwkv6.new_state()
+        tiny_rwkv6(prefix, cache=state)
+        fed, hook = positions_fed(tiny_rwkv6)
+        try:
+            answer = tiny_rwkv6.generate(**kwargs, max_new_tokens=6, do_sample=False, **{name: state})
+        finally:
+            hook.remove()
+        assert fed == [5] + [1] * 5, case
+        assert torch.equal(answer[:, -6:], from_scratch[:, -6:]), case
+        assert state.seen_tokens == 15 + 5, case  # advanced in place: the question and 5 of the 6 answer tokens
+    state = tiny_rwkv6.new_state()
+    tiny_rwkv6(whole, cache=state)
+    with pytest.raises(ValueError, match="nothing is left to feed"):
+        tiny_rwkv6.generate(whole, max_new_tokens=2, **{name: state})
+
+
+@pytest.mark.parametrize("mode", [{"do_sample": False}, {"num_beams": 3, "do_sample": False},
+                                  {"do_sample": True, "top_k": 20}])
+def test_every_decoding_mode_continues_a_state_as_a_fresh_run(tiny_rwkv6, mode):
+    prefix, question = torch.randint(1, 300, (2, 10)), torch.randint(1, 300, (2, 5))
+    whole = torch.cat([prefix, question], dim=1)
+    torch.manual_seed(3)
+    fresh = tiny_rwkv6.generate(whole, max_new_tokens=6, return_dict_in_generate=True, **mode)
+    state = tiny_rwkv6.new_state(2)
+    tiny_rwkv6(prefix, cache=state)
+    torch.manual_seed(3)
+    continued = tiny_rwkv6.generate(whole, cache=state, max_new_tokens=6, return_dict_in_generate=True, **mode)
+    assert torch.equal(continued.sequences, fresh.sequences)
+    assert isinstance(state_of(continued), Rwkv6Cache) and isinstance(state_of(fresh), Rwkv6Cache)
 
 
 def test_states_prefilled_apart_decode_together(tiny_rwkv6):
     prompts = [torch.randint(1, 300, (1, n)) for n in (12, 5, 8)]
-    states = [tiny_rwkv6(p[:, :-1], use_cache=True).past_key_values for p in prompts]
+    states = [state_of(tiny_rwkv6(p[:, :-1], use_cache=True)) for p in prompts]
     stacked = Rwkv6Cache.stack(states)
     assert stacked.batch_size == 3 and stacked.seen_tokens == 11
     last = torch.cat([p[:, -1:] for p in prompts])
     mask = torch.ones(3, stacked.seen_tokens + 1, dtype=torch.long)
-    together = tiny_rwkv6.generate(last, attention_mask=mask, past_key_values=stacked, max_new_tokens=6,
+    together = tiny_rwkv6.generate(last, attention_mask=mask, cache=stacked, max_new_tokens=6,
                                    do_sample=False)[:, 1:]
     for row, prompt in enumerate(prompts):
         alone = tiny_rwkv6.generate(prompt, max_new_tokens=6, do_sample=False)[0, prompt.shape[1]:]
@@ -145,7 +191,7 @@ def test_assisted_and_speculative_decoding_are_refused(tiny_rwkv6):
     with pytest.raises(ValueError, match="stateful"):
         tiny_rwkv6.generate(ids, max_new_tokens=3, prompt_lookup_num_tokens=2)
     with pytest.raises(NotImplementedError, match="rolled back"):
-        tiny_rwkv6(ids, use_cache=True).past_key_values.crop(3)
+        state_of(tiny_rwkv6(ids, use_cache=True)).crop(3)
 
 
 def test_training_step_and_gradient_checkpointing(tiny_rwkv6):
@@ -158,7 +204,7 @@ def test_training_step_and_gradient_checkpointing(tiny_rwkv6):
     assert grads["model.layers.0.attn.bonus"].abs().sum() > 0
     assert grads["model.layers.1.attn.w_proj.linear.lora.2.bias"].abs().sum() > 0
     model.zero_grad()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     loss_ckpt = model(ids, labels=ids).loss
     loss_ckpt.backward()
     assert torch.allclose(loss, loss_ckpt)
@@ -211,13 +257,13 @@ def test_bad_input_is_named(tiny_rwkv6):
         tiny_rwkv6(torch.tensor([[1, 2, 3]]), attention_mask=torch.ones(1, 2))
     other = Rwkv6Config(hidden_size=64, num_hidden_layers=2, head_size=32, vocab_size=300)
     with pytest.raises(ValueError, match="another geometry"):
-        tiny_rwkv6(torch.tensor([[1, 2]]), past_key_values=Rwkv6Cache(other, 1), use_cache=True)
+        tiny_rwkv6(torch.tensor([[1, 2]]), cache=Rwkv6Cache(other, 1), use_cache=True)
     with pytest.raises(ValueError, match="holds 2 sequences"):
-        tiny_rwkv6(torch.tensor([[1, 2]]), past_key_values=Rwkv6Cache(tiny_rwkv6.config, 2), use_cache=True)
+        tiny_rwkv6(torch.tensor([[1, 2]]), cache=Rwkv6Cache(tiny_rwkv6.config, 2), use_cache=True)
 
 
 def test_state_holds_no_activations(tiny_rwkv6):
-    cache = tiny_rwkv6(torch.randint(0, 300, (1, 500)), use_cache=True).past_key_values
+    cache = state_of(tiny_rwkv6(torch.randint(0, 300, (1, 500)), use_cache=True))
     for states in (cache.attn_shift, cache.ffn_shift, cache.wkv):
         for state in states:
             assert state.untyped_storage().nbytes() == state.numel() * state.element_size()

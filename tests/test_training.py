@@ -117,7 +117,7 @@ def test_stage_trains_exactly_its_parts(workspace, stage):
 def test_gradient_checkpointing_gives_the_same_step(workspace):
     plain = run(workspace, "gc-off", "language", "--max_steps", "2", "--learning_rate", "1e-3")
     checkpointed = run(workspace, "gc-on", "language", "--max_steps", "2", "--learning_rate", "1e-3",
-                       "--gradient_checkpointing", "True")
+                       "--activation_checkpointing", "True")
     assert checkpointed["activation_checkpointing"] and not plain["activation_checkpointing"]
     assert plain["logged_losses"] == pytest.approx(checkpointed["logged_losses"], rel=1e-5)
     a, b = weights(workspace / "gc-off" / "final"), weights(workspace / "gc-on" / "final")

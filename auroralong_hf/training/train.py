@@ -217,15 +217,11 @@ def parse_training_arguments(stage: Stage, output_dir: str, overrides: list[str]
         raise ValueError("Give the output folder with --output, not --output_dir.")
     if training_args.remove_unused_columns:
         raise ValueError("remove_unused_columns must stay False: the collator reads the raw records.")
-    # --gradient_checkpointing is transformers 5's deprecated alias of --activation_checkpointing (both work)
-    checkpointing = getattr(training_args, "activation_checkpointing", None) or training_args.gradient_checkpointing
-    kwargs_field = ("activation_checkpointing_kwargs" if hasattr(training_args, "activation_checkpointing_kwargs")
-                    else "gradient_checkpointing_kwargs")
-    if checkpointing and getattr(training_args, kwargs_field) is None:
+    # TrainingArguments maps the deprecated --gradient_checkpointing* onto --activation_checkpointing* itself
+    if training_args.activation_checkpointing and training_args.activation_checkpointing_kwargs is None:
         # non-reentrant checkpointing: gradients reach the trainable parts even where a block's inputs come from
         # frozen ones (e.g. LoRA with frozen embeddings)
-        setattr(training_args, kwargs_field, {"use_reentrant": False})
-        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
     return training_args
 
 
@@ -303,7 +299,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
         "tokens_per_frame": tokens,
         "trainable_parameters": trainable,
         "trainable_by_part": counts if not lora else None,
-        "activation_checkpointing": bool(getattr(trainer.model, "is_gradient_checkpointing", False)),
+        "activation_checkpointing": bool(getattr(trainer.model, "is_activation_checkpointing", False)),
         "skipped_samples": dict(getattr(collator, "skipped", {}) or {}),
         "rank": rank,
         "world_size": trainer.args.world_size,
@@ -334,7 +330,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad-samples", action="store_true", help="skip bad records with a warning")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.epilog = ("Any TrainingArguments field may follow, spelled as HfArgumentParser spells it, e.g. "
-                     "--max_steps 100 --per_device_train_batch_size 4 --gradient_checkpointing "
+                     "--max_steps 100 --per_device_train_batch_size 4 --activation_checkpointing "
                      "--resume_from_checkpoint last.")
     keep_unknown_arguments(parser, TRAINING_OVERRIDES_DEST)
 
