@@ -227,18 +227,24 @@ def test_loglikelihood_encodes_each_video_once_and_matches_a_full_forward(adapte
         assert greedy == bool((picked.argmax(-1) == torch.tensor(target)).all())
 
 
-def test_unreadable_video_scores_inf_and_is_logged(adapter, tasks):
+def test_unreadable_video_has_no_score_is_marked_and_logged(adapter, tasks):
     from loguru import logger
+
+    from auroralong_hf.lmms_eval_scoring import failure_of
 
     adapter.task_dict = {"t": {"test": [{"video": str(tasks / "broken.mp4")}]}}
     requests = [request("loglikelihood", ("Q?", c, lambda doc: [doc["video"]], 0, "t", "test")) for c in "AB"]
     messages = []
     sink = logger.add(messages.append, level="ERROR")
     try:
-        assert adapter.loglikelihood(requests) == [(math.inf, False), (math.inf, False)]
+        results = adapter.loglikelihood(requests)
     finally:
         logger.remove(sink)
-    assert len(messages) == 1 and "broken.mp4: cannot open as a video" in messages[0]
+    assert all(math.isnan(loss) and greedy is False for loss, greedy in results)  # no score, not +inf
+    assert "broken.mp4: cannot open as a video" in failure_of(requests)
+    # one error naming the document and the file, one summary after the request type
+    assert len(messages) == 2 and all("broken.mp4: cannot open as a video" in m for m in messages)
+    assert "document 0" in messages[0] and "1 document(s) of loglikelihood requests" in messages[1]
 
 
 def test_breakpoint_reads_only_frames_up_to_it(adapter, tasks, monkeypatch):
