@@ -236,6 +236,12 @@ class ConversationCollator:
             for block in blocks:  # LLaVA-Video-178K / LLaVA-OneVision: <image> tags the record's video
                 block["type"] = "video"
             tags = Counter(video=num_videos)
+        if num_videos and not image_paths and not tags["video"] and tags["image"]:
+            raise BadSampleError(
+                sample_id, "placeholder_mismatch",
+                f"{tags['image']} <image> tag(s) in the conversation but {num_videos} video(s) and no image in the "
+                "record (LLaVA-Video style, one <image> tag per video)",
+            )
         for kind, given in (("video", num_videos), ("image", len(image_paths))):
             if tags[kind] != given:
                 raise BadSampleError(
