@@ -6,7 +6,8 @@ Entry points:
   (a list of PIL images / arrays / tensors, a numpy array or a torch tensor) -> `VideoFrames`.
 - `read_video(source, ...)`: a file -> the sampled frames, `[F, H, W, 3]` uint8 RGB, with their indices and times.
 - `iter_video_chunks(source, chunk_frames, ...)`: the same frames, `chunk_frames` at a time, one decoding pass.
-- `probe_video(source)`: metadata and every frame's presentation time, from a demux-only pass (nothing decoded).
+- `probe_video(source)`: metadata and every frame's presentation time, from a demux pass (only the first frame is
+  decoded, for its display rotation).
 - `sample_frame_indices(timestamps, ...)`: the sampling rule alone, on a list of frame times.
 - `frames_from_array(video)`: pre-decoded frames -> `VideoFrames`.
 
@@ -45,10 +46,10 @@ Frames come out as a player shows them:
   counterclockwise degrees, -90 for a typical portrait phone clip). Mirroring in a display matrix is not applied;
   an angle that is not a multiple of 90 degrees (within 1 degree) is ignored with a warning naming the file.
 - Colour: each frame is converted to RGB with its own matrix (BT.601, BT.709, BT.2020, FCC, SMPTE 240M) and range
-  (limited or full), 8 to 16 bits, as tagged in the stream; an untagged matrix is taken as BT.709 for HD frames
-  (wider than 1024 or taller than 576 pixels) and BT.601 otherwise, the convention of players; an untagged range
-  is limited except for the `yuvj*` formats. The transfer function is not applied: HDR (PQ / HLG) frames come out
-  without tone mapping.
+  (limited or full), 8 or 10 bits (any depth swscale reads), as tagged in the stream; an untagged matrix is taken
+  as BT.709 for HD frames (wider than 1024 or taller than 576 pixels) and BT.601 otherwise, the convention of
+  players; an untagged range is limited except for the `yuvj*` formats. The transfer function is not applied:
+  HDR (PQ / HLG) frames come out without tone mapping.
 
 Damaged data (PyAV): a packet the decoder rejects, or a frame it flags as corrupt, costs that frame and the frames
 decoded after it up to the next keyframe (they may predict from it; the decoder does not say which do). A sampled
@@ -636,12 +637,12 @@ class _Losses:
     def settle(self, before, after) -> Iterator[tuple[int, np.ndarray]]:
         """Each pending index -> the nearer of the good frames `before` / `after` ((index, frame) or None)."""
         times, label = self.probe.timestamps, self.src.label
+        candidates = [good for good in (before, after) if good is not None]
         replaced = []
         for index in self.pending:
-            options = [(abs(times[i] - times[index]), k, i, f) for k, (i, f) in enumerate(x for x in (before, after)
-                                                                                     if x is not None)]
-            distance, _, chosen, frame = min(options, key=lambda option: option[:2], default=(math.inf, 0, -1, None))
-            if distance > LOST_FRAME_TOLERANCE:
+            # `min` keeps the first of equals: a tie goes to the earlier frame, as in sampling
+            chosen, frame = min(candidates, key=lambda good: abs(times[good[0]] - times[index]), default=(None, None))
+            if chosen is None or abs(times[chosen] - times[index]) > LOST_FRAME_TOLERANCE:
                 raise ValueError(
                     f"{label}: the frame at {times[index]:.3f} s is lost to damaged data and no good frame lies "
                     f"within {LOST_FRAME_TOLERANCE} s of it ({self.damaged} damaged packets or frames so far)"
@@ -861,8 +862,9 @@ def _prefixed(src_label: str, error: ValueError) -> ValueError:
 def probe_video(source, *, backend: str = "pyav") -> tuple[VideoMetadata, list[float]]:
     """Metadata and every frame's presentation time (seconds from the first frame, display order).
 
-    One demux pass over the video stream's packets with PyAV, nothing decoded (with backend="decord", decord's
-    own frame index replaces it when decord counts the frames differently).
+    One demux pass over the video stream's packets with PyAV, decoding only the first frame (its display rotation
+    sets the shown width / height; with backend="decord", decord's own frame index replaces the pass when decord
+    counts the frames differently).
     """
     _check_backend(backend)
     src = _Source(source)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval: no skip when it is missing
+from lmms_eval_runs import run_cli, samples
 from videos import write_video
 
 from auroralong_hf.lmms_eval_adapter import (
@@ -120,25 +121,6 @@ def tasks(tmp_path_factory):
     (root / "synthetic_qa.yaml").write_text(GENERATION_TASK.format(docs=root / "docs.jsonl"))
     (root / "synthetic_mc.yaml").write_text(CHOICE_TASK.format(docs=root / "docs.jsonl"))
     return root
-
-
-def run_cli(args, tmp_path, *, launcher=None):
-    """Run the lmms-eval CLI; returns (the results JSON, the run's output)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [*(launcher or [sys.executable]), "-m", "lmms_eval", *args, "--output_path", str(tmp_path / "out")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    output = done.stdout + done.stderr
-    found = sorted((tmp_path / "out").rglob("*_results.json"))
-    assert found, f"no results JSON (rc {done.returncode}):\n{output[-4000:]}"
-    return json.loads(found[-1].read_text()), output
-
-
-def samples(tmp_path, task):
-    """The logged samples of a CLI run, in document order."""
-    (path,) = (tmp_path / "out").rglob(f"*_samples_{task}.jsonl")
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return sorted(rows, key=lambda row: row["doc_id"])
 
 
 def test_cli_generation_with_the_chat_class(model_dir, tasks, tmp_path):

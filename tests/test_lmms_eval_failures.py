@@ -5,7 +5,7 @@ import json
 
 import pytest
 from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval: no skip when it is missing
-from test_lmms_eval import run_cli, samples
+from lmms_eval_runs import run_cli, samples
 from videos import write_video
 
 from auroralong_hf.lmms_eval_adapter import AuroraLongLmms, chat_prompt, user_turn
