@@ -80,6 +80,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .image_io import upright
+
 __all__ = [
     "LOST_FRAME_TOLERANCE",
     "DamagedVideoWarning",
@@ -1020,9 +1022,7 @@ def _channels_last(array: np.ndarray, what: str) -> np.ndarray:
 def _image_to_array(image, position: int) -> np.ndarray:
     what = f"frame {position}"
     if hasattr(image, "convert") and hasattr(image, "size") and hasattr(image, "mode"):  # a PIL image
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
+        return np.asarray(upright(image), dtype=np.uint8)
     array = _to_numpy(image, what)
     if array.ndim == 2:
         array = array[..., None]
@@ -1034,10 +1034,11 @@ def _image_to_array(image, position: int) -> np.ndarray:
 def frames_from_array(video) -> VideoFrames:
     """Pre-decoded frames -> `VideoFrames`, all of them, in the order given.
 
-    Takes a list / tuple of PIL images (any mode, converted to RGB) or of [H, W, C] / [C, H, W] / [H, W] uint8
-    arrays or tensors, or one uint8 numpy array / torch tensor [F, H, W, C] or [F, C, H, W] (C = 3; 1 is repeated
-    to RGB, 4 loses its alpha). There are no timestamps: indices are 0 .. F-1 and each frame's timestamp is its
-    index (as if one frame per second); metadata.fps and metadata.duration are None, source "<frames>".
+    Takes a list / tuple of PIL images (any mode, converted to RGB, turned by their EXIF orientation) or of
+    [H, W, C] / [C, H, W] / [H, W] uint8 arrays or tensors, or one uint8 numpy array / torch tensor [F, H, W, C] or
+    [F, C, H, W] (C = 3; 1 is repeated to RGB, 4 loses its alpha). There are no timestamps: indices are 0 .. F-1
+    and each frame's timestamp is its index (as if one frame per second); metadata.fps and metadata.duration are
+    None, source "<frames>".
     """
     if isinstance(video, VideoFrames):
         return video

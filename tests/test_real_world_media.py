@@ -248,11 +248,15 @@ def test_processor(processor, corpus):
     for image in (str(photo.path), Image.open(photo.path)):
         inputs = processor(text="<image> What?", images=image)
         assert close(inputs["pixel_values"], expected_pixels(processor, photo.shown))
+    inputs = processor(text="<video> What?", videos=[Image.open(photo.path)] * 2)  # a video of EXIF photos
+    assert close(inputs["pixel_values_videos"][0], expected_pixels(processor, photo.shown, 2))
     strict = AuroraLongProcessor.from_vision_config(TINY_VISION, fps=None, strict_decoding=True)
     with pytest.raises(ValueError, match="damaged"):
         strict.load_video(corpus["damaged"].video.path)
     with pytest.warns(DamagedVideoWarning, match="damaged.mp4"):
         assert len(processor.load_video(corpus["damaged"].video.path)) == 100
+    strict.save_pretrained(corpus["root"] / "strict-processor")
+    assert AuroraLongProcessor.from_pretrained(corpus["root"] / "strict-processor").strict_decoding is True
 
 
 def test_training_collator(processor, corpus):
