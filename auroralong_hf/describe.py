@@ -248,7 +248,7 @@ class PeakMemory:
 
 
 def _planned_frames(processor, video, sampling: dict) -> int:
-    """How many frames the processor will sample from `video` (a demux pass, nothing decoded)."""
+    """How many frames the processor will sample from `video` (a demux pass: only the first frame is decoded)."""
     from .processing.video_io import probe_video, sample_frame_indices
 
     rule = {

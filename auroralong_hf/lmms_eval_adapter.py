@@ -19,8 +19,16 @@ A visual may be a path (a video, or an image by its extension), a PIL image, Mov
 `{"video_path": ..., "timestep": frame index}` (only frames up to the breakpoint are read) or a chat video block
 with `start_time` / `end_time` seconds.
 
-A document whose video cannot be read gets an empty answer (log-likelihood -inf for every choice) and an error in
-the log naming the file and the reason; the evaluation goes on. (A loglikelihood request then scores +inf.)
+Images are read upright by their EXIF orientation and videos by their display rotation and colour tags
+(processing/image_io.py, processing/video_io.py). Placeholder tags in a task's text (`<image>`, `<video>`, as
+LLaVA-style prompts write them) are dropped: the visuals are placed by the chat template, one placeholder each.
+
+Failed documents: one whose image or video cannot be read, or whose answering raises, never ends the run and never
+counts as correct. It is answered "" (NaN for every choice of a log-likelihood request), an error in the log names
+the task, the document and the reason, and after each request type a summary counts them. Model arg `on_failure`:
+"wrong" (default) scores them as wrong (lmms_eval_scoring.py: the worst value of every numeric metric, and the
+`unreadable_docs` metric in the results counts them); "fail" ends the evaluation after the model has answered every
+request, with an error naming each failed document, before anything is scored.
 """
 
 from __future__ import annotations
@@ -39,7 +47,10 @@ from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
+from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
 from .modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache
+from .processing.image_io import load_image
+from .processing.processing_auroralong import remove_placeholders
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp"}
 # generation_kwargs keys that choose the frames of a task's videos (read here, not passed to generate)
@@ -47,6 +58,7 @@ SAMPLING_KEYS = ("fps", "num_frames", "max_frames_num")
 GENERATE_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty")
 # Keys lmms-eval tasks set for other models; dropped without a warning.
 IGNORED_KEYS = ("until", "image_aspect_ratio", "modalities")
+FAILURE_POLICIES = ("wrong", "fail")
 
 
 # The lmms-eval release this adapter is written and tested against (pyproject.toml's `eval` extra pins it).
@@ -143,9 +155,11 @@ class Prompt:
 
 
 def user_turn(text: str, visuals: Iterable) -> Prompt:
+    """A task's text and visuals -> one user turn (placeholder tags in the text are dropped: one block per visual)."""
     visuals = [as_visual(item) for item in visuals]
-    content = [{"type": "image" if v.is_image else "video"} for v in visuals] + [{"type": "text", "text": text}]
-    return Prompt([{"role": "user", "content": content}], visuals)
+    content = [{"type": "image" if v.is_image else "video"} for v in visuals]
+    return Prompt([{"role": "user", "content": [*content, {"type": "text", "text": remove_placeholders(text)}]}],
+                  visuals)
 
 
 def chat_prompt(messages) -> Prompt:
@@ -158,7 +172,7 @@ def chat_prompt(messages) -> Prompt:
         content = []
         for block in message.content:
             if block.type == "text":
-                content.append({"type": "text", "text": block.text})
+                content.append({"type": "text", "text": remove_placeholders(block.text)})
             elif block.type in ("image", "video") or _is_webm(block):
                 visual = as_visual(block.url)
                 if block.type != "image":
@@ -195,6 +209,9 @@ class AuroraLongLmms(lmms):
             process takes its own GPU and evaluates its shard of the documents.
         batch_size: Rows decoded together.
         max_new_tokens: Default cap on generated tokens (a task's generation_kwargs win).
+        on_failure: What a document that could not be answered (unreadable visual, an error) scores: "wrong"
+            (default; counted in the `unreadable_docs` metric) or "fail" (the evaluation stops with an error naming
+            every such document once the model has answered the rest). See the module docstring.
     """
 
     is_simple = True
@@ -213,6 +230,7 @@ class AuroraLongLmms(lmms):
         batch_size: int | str = 1,
         max_new_tokens: int = 256,
         max_batch_size: int | None = None,
+        on_failure: str = "wrong",
         **unknown,
     ) -> None:
         super().__init__()
@@ -228,6 +246,10 @@ class AuroraLongLmms(lmms):
         self.batch_size_per_gpu = self._positive_int("batch_size", batch_size)
         self.chunk_frames = self._positive_int("chunk_frames", chunk_frames)
         self.max_new_tokens = self._positive_int("max_new_tokens", max_new_tokens)
+        if on_failure not in FAILURE_POLICIES:
+            raise ValueError(f"auroralong: on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
+        self.on_failure = on_failure
+        self.failed_documents: list[tuple[str, object, str]] = []  # (task, doc_id, reason), this process's
         del max_batch_size  # lmms-eval's automatic batch size search does not apply: memory per row is constant
 
         # One process per GPU under `accelerate launch` / torchrun: lmms-eval gives each rank its shard of the
@@ -264,6 +286,7 @@ class AuroraLongLmms(lmms):
         self.stop_strings = list(self.processor.stop_strings)
         self._warned_keys: set[str] = set()
         keep_loglikelihood_pairs()
+        score_failed_documents()
 
     # -- lmms-eval interface ------------------------------------------------------------------------------------
 
@@ -277,6 +300,7 @@ class AuroraLongLmms(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
+        failed_before = len(self.failed_documents)
         groups: dict[str, tuple[dict, list[int]]] = {}  # requests with identical generation settings
         for index, request in enumerate(requests):
             gen_kwargs = self._gen_kwargs(request)
@@ -285,16 +309,27 @@ class AuroraLongLmms(lmms):
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="auroralong generate_until")
         for gen_kwargs, indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
-                batch = indices[start:start + self.batch_size]
-                prompts = [self._prompt(requests[i]) for i in batch]
-                for i, answer in zip(batch, self.generate(prompts, gen_kwargs), strict=True):
-                    answers[i] = answer
-                progress.update(len(batch))
+                batch, prompts = [], []
+                for i in indices[start:start + self.batch_size]:
+                    try:
+                        prompts.append(self._prompt(requests[i]))
+                        batch.append(i)
+                    except Exception as error:  # noqa: BLE001 - one document never ends the run
+                        self._fail([requests[i]], error)
+                        answers[i] = ""
+                texts, failures = self._answer(prompts, gen_kwargs)
+                for row, (i, text) in enumerate(zip(batch, texts, strict=True)):
+                    answers[i] = text
+                    if row in failures:
+                        self._fail([requests[i]], failures[row])
+                progress.update(len(indices[start:start + self.batch_size]))
         progress.close()
+        self._report_failures("generate_until", failed_before)
         return answers
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool] | None] = [None] * len(requests)
+        failed_before = len(self.failed_documents)
         documents: dict[tuple, list[int]] = {}  # the choices of one document share its prefilled state
         for index, request in enumerate(requests):
             args = request.args
@@ -302,36 +337,58 @@ class AuroraLongLmms(lmms):
             documents.setdefault(key, []).append(index)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="auroralong loglikelihood")
         for indices in documents.values():
-            args = requests[indices[0]].args
-            if len(args) == 2:  # acc_mutual_info's unconditional requests: ("", continuation), no document
-                prompt = user_turn(args[0], [])
-            else:
-                context, _, doc_to_visual, doc_id, task, split = args
-                prompt = self._simple_prompt(context, doc_to_visual, doc_id, task, split)
             continuations = [requests[i].args[1] for i in indices]
-            for i, result in zip(indices, self.score(prompt, continuations), strict=True):
+            try:
+                args = requests[indices[0]].args
+                if len(args) == 2:  # acc_mutual_info's unconditional requests: ("", continuation), no document
+                    prompt = user_turn(args[0], [])
+                else:
+                    context, _, doc_to_visual, doc_id, task, split = args
+                    prompt = self._simple_prompt(context, doc_to_visual, doc_id, task, split)
+                scores = self.score(prompt, continuations)
+            except Exception as error:  # noqa: BLE001 - one document never ends the run
+                self._fail([requests[i] for i in indices], error)
+                scores = [(math.nan, False)] * len(indices)  # no score; lmms_eval_scoring makes it a wrong one
+            for i, result in zip(indices, scores, strict=True):
                 results[i] = result
             progress.update(len(indices))
         progress.close()
+        self._report_failures("loglikelihood", failed_before)
         return results
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
-        progress = tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round")
-        return [self.converse(*self._conversation(request)) for request in progress]
+        failed_before = len(self.failed_documents)
+        answers = []
+        for request in tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round"):
+            try:
+                answers.append(self.converse(*self._conversation(request)))
+            except Exception as error:  # noqa: BLE001 - one document never ends the run
+                self._fail([request], error)
+                answers.append([""])
+        self._report_failures("generate_until_multi_round", failed_before)
+        return answers
 
     # -- AuroraLong ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def generate(self, prompts: list[Prompt], gen_kwargs: dict) -> list[str]:
-        """Answer each prompt ("" for a prompt whose visuals cannot be read): prefill one at a time, decode the
-        readable ones together."""
+        """Answer each prompt ("" for a prompt that cannot be answered, with an error in the log): prefill one at a
+        time, decode the answerable ones together."""
+        answers, failures = self._answer(prompts, gen_kwargs)
+        for row, error in failures.items():
+            logger.error(f"auroralong: prompt {row}: answering with an empty string: {error}")
+        return answers
+
+    @torch.no_grad()
+    def _answer(self, prompts: list[Prompt], gen_kwargs: dict) -> tuple[list[str], dict[int, Exception]]:
+        """`generate`'s answers and, by row, the errors of the prompts answered "" (nothing is logged here)."""
         sampling, options, stops = self._generation_settings(gen_kwargs)
-        rows, states, last_ids = [], [], []
+        rows, states, last_ids, failures = [], [], [], {}
         for row, prompt in enumerate(prompts):
             try:
                 state, last_id = self.prefill(prompt, sampling)
-            except UnreadableVisual as error:
-                logger.error(f"auroralong: answering with an empty string: {error}")
+            except Exception as error:  # noqa: BLE001 - one prompt never ends the batch
+                failures[row] = error
                 continue
             rows.append(row)
             states.append(state)
@@ -340,18 +397,15 @@ class AuroraLongLmms(lmms):
         if rows:
             for row, text in zip(rows, self._decode(states, last_ids, options, stops), strict=True):
                 answers[row] = text
-        return answers
+        return answers, failures
 
     @torch.no_grad()
     def score(self, prompt: Prompt, continuations: list[str]) -> list[tuple[float, bool]]:
         """(mean negative log-likelihood per token, is greedy) of each continuation after the prompt's
         "Assistant:"; the prompt and its video are encoded once. A continuation is the answer text: a leading space
-        is added when it has none, as the chat format writes "Assistant: " + answer."""
-        try:
-            state, last_id = self.prefill(prompt, self.sampling)
-        except UnreadableVisual as error:
-            logger.error(f"auroralong: scoring every choice +inf: {error}")
-            return [(math.inf, False)] * len(continuations)
+        is added when it has none, as the chat format writes "Assistant: " + answer. Raises UnreadableVisual (or
+        ValueError for a prompt whose placeholders and visuals disagree)."""
+        state, last_id = self.prefill(prompt, self.sampling)
         targets = [self.tokenizer.encode(c if c[:1].isspace() else " " + c) for c in continuations]
         length = 1 + max(len(t) for t in targets)
         input_ids = torch.zeros(len(targets), length, dtype=torch.long)
@@ -377,13 +431,16 @@ class AuroraLongLmms(lmms):
     @torch.no_grad()
     def converse(self, first: Prompt, next_turn, gen_kwargs: dict) -> list[str]:
         """A multi-round conversation on one state: answer `first`, then `next_turn(answers, info, round_idx)`
-        -> (the next Prompt or None to stop, info), feeding every answer and turn onto the same state."""
+        -> (the next Prompt or None to stop, info), feeding every answer and turn onto the same state. A round
+        whose visual cannot be read ends the conversation with an empty answer (logged); other errors raise."""
         sampling, options, stops = self._generation_settings(gen_kwargs)
         answers, info, prompt, state = [], None, first, None
         while prompt is not None:
             try:
                 state, last_id = self.prefill(prompt, sampling, state)
             except UnreadableVisual as error:
+                if not answers:
+                    raise  # nothing answered: the document failed
                 logger.error(f"auroralong: ending the conversation with an empty answer: {error}")
                 answers.append("")
                 break
@@ -402,6 +459,10 @@ class AuroraLongLmms(lmms):
         text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True)
         ids = self.tokenizer.encode(text)
         placeholders = {self.processor.image_token_id, self.processor.video_token_id}
+        found = sum(token in placeholders for token in ids[:-1])
+        if found != len(prompt.visuals):
+            raise ValueError(f"the prompt has {found} image/video placeholder(s) for {len(prompt.visuals)} visual(s) "
+                             f"({', '.join(v.name for v in prompt.visuals) or 'none'})")
         state = self.model.new_state() if state is None else state
         visuals = iter(prompt.visuals)
         pending: list[int] = []
@@ -417,16 +478,33 @@ class AuroraLongLmms(lmms):
             self.model.feed(state, torch.tensor([pending], device=self.device))
         return state, ids[-1]
 
+    def _fail(self, requests: list[Instance], error: Exception) -> None:
+        """Record, mark (for lmms_eval_scoring) and log a document that could not be answered."""
+        request = requests[0]
+        reason = str(error) if isinstance(error, UnreadableVisual) else f"{type(error).__name__}: {error}"
+        self.failed_documents.append((request.task_name, request.doc_id, reason))
+        mark_failed(requests, reason)
+        logger.error(f"auroralong: task {request.task_name}, document {request.doc_id} failed, scored as "
+                     f"{'wrong' if self.on_failure == 'wrong' else 'an error at the end'}: {reason}")
+
+    def _report_failures(self, kind: str, before: int) -> None:
+        """After a request type: count this call's failed documents in the log; with on_failure=fail, raise."""
+        failed = self.failed_documents[before:]
+        if not failed:
+            return
+        listing = "\n".join(f"  {task} document {doc_id}: {reason}" for task, doc_id, reason in failed)
+        if self.on_failure == "fail":
+            raise RuntimeError(f"auroralong: {len(failed)} document(s) of {kind} requests could not be answered "
+                               f"(on_failure=fail; on_failure=wrong scores them as wrong instead):\n{listing}")
+        logger.error(f"auroralong: {len(failed)} document(s) of {kind} requests could not be answered and are "
+                     f"scored as wrong (counted in the {UNREADABLE_METRIC} metric):\n{listing}")
+
     # -- helpers ------------------------------------------------------------------------------------------------
 
     def _stream_visual(self, state: Rwkv6Cache, visual: Visual, sampling: dict) -> None:
         try:
             if visual.is_image:
-                image = visual.source
-                if not isinstance(image, Image.Image):
-                    with Image.open(image) as opened:
-                        image = opened.convert("RGB")
-                pixels = self.processor.preprocess_frames(np.asarray(image.convert("RGB"))[None])
+                pixels = self.processor.preprocess_frames(np.asarray(load_image(visual.source))[None])
                 self.model.stream_video(state, [pixels.to(self.dtype)])
                 return
             window = {"start": visual.start, "end": visual.end}

@@ -5,8 +5,9 @@ into (every output token's patches share one colour, drawn semi-transparently ov
 groups), and the visiting order (a line through the tokens' centroids in output order, coloured from the first
 token to the last, the token indices written at the centroids when there are few enough).
 
-Input: an image Pillow opens (a multi-frame GIF counts as a video) or a video PyAV decodes; up to `--frames` frames
-are taken evenly by index, decoding stops after the last one needed. Frames are preprocessed as SigLIP's image
+Input: an image Pillow opens (upright by its EXIF orientation; a multi-frame GIF counts as a video, its frames taken
+evenly by index) or a video (read like the processor reads it: display rotation, colour tags, damaged packets), up
+to `--frames` frames evenly spaced in time. Frames are preprocessed as SigLIP's image
 processor does: bicubic resize to the config's square image_size, scale to [0, 1], normalise with mean = std = 0.5.
 
 Matplotlib draws through its Agg canvas only (no pyplot, no display); the PNG is written atomically.
@@ -49,10 +50,16 @@ def even_indices(total: int, count: int) -> list[int]:
 def load_frames(path, max_frames: int = 4):
     """Frames of an image or video file: (list of RGB PIL images, info dict with kind, total_frames, indices).
 
+    Images are read upright by their EXIF orientation (processing/image_io.py); a multi-frame image gives
+    `even_indices` of its frames. Videos are read by processing/video_io.py (display rotation, each frame's colour
+    matrix and range, damaged packets): `max_frames` frames evenly spaced in time.
+
     Raises FileNotFoundError for a missing file and ValueError (naming the file and why) for one that is neither an
     image Pillow reads nor a video PyAV decodes, or a media file without a video stream.
     """
     from PIL import Image, UnidentifiedImageError
+
+    from .processing.image_io import upright
 
     path = Path(path)
     if max_frames < 1:
@@ -69,7 +76,7 @@ def load_frames(path, max_frames: int = 4):
             frames = []
             for index in indices:
                 image.seek(index)
-                frames.append(image.convert("RGB"))
+                frames.append(upright(image))
         kind = "image" if total == 1 else "animated image"
         return frames, {"kind": kind, "total_frames": total, "indices": indices}
     except UnidentifiedImageError as image_error:
@@ -80,51 +87,19 @@ def load_frames(path, max_frames: int = 4):
 
 
 def _load_video_frames(path: Path, max_frames: int, pillow_reason: str):
-    import av
+    from PIL import Image
+
+    from .processing.video_io import read_video
 
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise ValueError(
-            f"{path}: neither an image Pillow reads nor a video PyAV opens (corrupt or unsupported?): {error}"
-        ) from error
-    with container:
-        if not container.streams.video:
-            kinds = ", ".join(sorted({stream.type for stream in container.streams})) or "none"
-            raise ValueError(f"{path}: has no video stream (streams: {kinds}).")
-        stream = container.streams.video[0]
-        total = stream.frames or 0
-        try:
-            if total <= 0:  # the container does not say: count the stream's packets (no decoding)
-                total = sum(1 for packet in container.demux(stream) if packet.size > 0)
-                container.seek(0)
-            frames, decoded = _decode_at(container, stream, even_indices(total, max_frames))
-            if len(frames) < min(total, max_frames) and decoded > 0:
-                # the stream held fewer decodable frames than it announced: pick again among those there are
-                total = decoded
-                container.seek(0)
-                frames, decoded = _decode_at(container, stream, even_indices(total, max_frames))
-        except (av.error.FFmpegError, OSError) as error:
-            raise ValueError(f"{path}: cannot decode the video stream (corrupt?): {error}") from error
-    if not frames:
-        raise ValueError(f"{path}: the video stream has no decodable frame.")
-    indices = sorted(frames)
-    return [frames[i] for i in indices], {"kind": "video", "total_frames": total, "indices": indices}
-
-
-def _decode_at(container, stream, indices):
-    """Decode `stream` from the start up to the last index wanted: ({index: RGB image}, frames decoded)."""
-    wanted, frames, decoded = set(indices), {}, 0
-    if not wanted:
-        return frames, 0
-    last = max(wanted)
-    for index, frame in enumerate(container.decode(stream)):
-        decoded = index + 1
-        if index in wanted:
-            frames[index] = frame.to_image().convert("RGB")
-        if index >= last:
-            break
-    return frames, decoded
+        video = read_video(path, num_frames=max_frames)
+    except ValueError as error:
+        if "cannot open as a video" in str(error):
+            raise ValueError(f"{path}: neither an image Pillow reads ({pillow_reason}) nor a video PyAV opens: "
+                             f"{error}") from error
+        raise
+    frames = [Image.fromarray(frame) for frame in video.frames]
+    return frames, {"kind": "video", "total_frames": video.metadata.num_frames, "indices": list(video.indices)}
 
 
 def preprocess(frames, image_size) -> tuple:

@@ -1,10 +1,19 @@
-"""Data in for AuroraLong: the RWKV World tokenizer, video decoding and sampling, and the processor."""
+"""Data in for AuroraLong: the RWKV World tokenizer, image and video reading, and the processor."""
 
+from .image_io import load_image
 from .processing_auroralong import AuroraLongProcessor
 from .tokenization_rwkv_world import RwkvWorldTokenizer
-from .video_io import VideoFrames, VideoMetadata, iter_video_chunks, load_video, read_video, sample_frame_indices
+from .video_io import (
+    DamagedVideoWarning,
+    VideoFrames,
+    VideoMetadata,
+    iter_video_chunks,
+    load_video,
+    read_video,
+    sample_frame_indices,
+)
 
 __all__ = [
-    "AuroraLongProcessor", "RwkvWorldTokenizer", "VideoFrames", "VideoMetadata", "iter_video_chunks", "load_video",
-    "read_video", "sample_frame_indices",
+    "AuroraLongProcessor", "DamagedVideoWarning", "RwkvWorldTokenizer", "VideoFrames", "VideoMetadata",
+    "iter_video_chunks", "load_image", "load_video", "read_video", "sample_frame_indices",
 ]

@@ -1,12 +1,15 @@
 """AuroraLong's processor: videos and images + text in, model inputs out.
 
-Videos are decoded with PyAV (processing/video_io.py), sampled by fps or frame count, preprocessed like SigLIP
+Videos are decoded with PyAV (processing/video_io.py: display rotation, each frame's own colour matrix and range,
+damaged packets), images read upright by their EXIF orientation (processing/image_io.py); frames are sampled by fps
+or frame count, preprocessed like SigLIP
 (384x384, rescale, mean = std = 0.5) by a Pillow image processor, so neither torchvision nor torchcodec is needed.
 Text follows the "sandwich" prompt of the paper (the instruction, the visual tokens, the instruction again); each
 `<video>` / `<image>` placeholder is expanded to one run of `tokens_per_frame` placeholder tokens per frame, the count
 the vision tower's S-ToMe schedule yields.
 """
 
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +19,7 @@ from transformers import BatchFeature, ProcessorMixin
 
 from ..modeling.configuration_auroralong import SIGLIP_L_384_TOME
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
+from .image_io import load_image
 from .video_io import VideoFrames, frames_from_array, iter_video_chunks, load_video
 
 # User turn: "User: " + instruction + "\n" + visual tokens + "\n" + instruction + "\n\n" (VisualRWKV's sandwich);
@@ -48,6 +52,27 @@ SANDWICH_CHAT_TEMPLATE = (
 )
 
 STOP_STRING = "\n\n"
+_PLACEHOLDER = re.compile(r"<(video|image)>")
+_MARK = "\x00"
+
+
+def remove_placeholders(text: str) -> str:
+    """`text` without its `<video>` / `<image>` tags, for prompts whose visuals travel as content blocks.
+
+    The sandwich template places the visuals itself, so a tag's position in the text carries nothing; on a line
+    with a tag, the pieces around it join with one space ("<image>\\nWhat is shown?" -> "\\nWhat is shown?").
+    """
+    lines = []
+    for line in _PLACEHOLDER.sub(_MARK, text).split("\n"):
+        if _MARK in line:
+            line = " ".join(piece.strip() for piece in line.split(_MARK) if piece.strip())
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def placeholder_kinds(text: str) -> list[str]:
+    """The kinds of the `<video>` / `<image>` tags in `text`, in order ("video" / "image")."""
+    return _PLACEHOLDER.findall(text)
 
 
 class AuroraLongProcessor(ProcessorMixin):
@@ -66,6 +91,8 @@ class AuroraLongProcessor(ProcessorMixin):
         pad_to_square: Pad frames to a square (with the normalisation mean, i.e. grey) before resizing, keeping the
             aspect ratio, instead of squashing them to the square input size.
         video_backend: "pyav" (default) or "decord" (when installed).
+        strict_decoding: Fail on a damaged packet or frame instead of replacing lost sampled frames with the
+            nearest good ones (video_io's `strict`).
     """
 
     def __init__(
@@ -81,6 +108,7 @@ class AuroraLongProcessor(ProcessorMixin):
         frame_separator: str | None = None,
         pad_to_square: bool = False,
         video_backend: str = "pyav",
+        strict_decoding: bool = False,
         **kwargs,
     ):
         self.vision_config = dict(SIGLIP_L_384_TOME if vision_config is None else vision_config)
@@ -91,6 +119,7 @@ class AuroraLongProcessor(ProcessorMixin):
         self.frame_separator = frame_separator
         self.pad_to_square = pad_to_square
         self.video_backend = video_backend
+        self.strict_decoding = strict_decoding
         super().__init__(image_processor, tokenizer, chat_template=chat_template or SANDWICH_CHAT_TEMPLATE)
 
         vision = SiglipToMeVisionConfig(**{k: v for k, v in self.vision_config.items() if k != "model_type"})
@@ -136,7 +165,7 @@ class AuroraLongProcessor(ProcessorMixin):
         text: one prompt or a batch; each `<video>` / `<image>` in it takes the next video / image, in order.
         videos: one video or a list of them; a video is a path, an open file, a list of PIL images, or a
             [F, H, W, C] / [F, C, H, W] uint8 array or tensor. images: one image or a list (PIL, path, array).
-        sampling: fps, num_frames, max_frames, start, end, include_last_frame for this call.
+        sampling: fps, num_frames, max_frames, start, end, include_last_frame, strict for this call.
 
         Returns input_ids / attention_mask [B, L] (left padded), pixel_values_videos [V, F_max, 3, H, W]
         (zero frames after each video's end), video_frame_counts [V], pixel_values [I, 3, H, W].
@@ -233,6 +262,7 @@ class AuroraLongProcessor(ProcessorMixin):
         sampling = {
             "fps": self.fps, "num_frames": self.num_frames, "max_frames": self.max_frames,
             "include_last_frame": self.include_last_frame, "backend": self.video_backend,
+            "strict": self.strict_decoding,
         }
         unknown = set(overrides) - set(sampling) - {"start", "end"}
         if unknown:
@@ -265,18 +295,11 @@ class AuroraLongProcessor(ProcessorMixin):
 
     @staticmethod
     def _image_array(image) -> np.ndarray:
-        """An image (PIL, path, [H, W, C] / [C, H, W] array) -> [1, H, W, 3] uint8."""
-        if isinstance(image, Image.Image):
-            return frames_from_array([image]).frames
+        """An image (PIL, path, open file: upright by its EXIF orientation; or an [H, W, C] / [C, H, W] array)
+        -> [1, H, W, 3] uint8."""
         if isinstance(image, (np.ndarray, torch.Tensor)):
             return frames_from_array(image[None]).frames
-        try:
-            with Image.open(image) as opened:
-                return frames_from_array([opened.convert("RGB")]).frames
-        except FileNotFoundError:
-            raise FileNotFoundError(f"Image file not found: {image}") from None
-        except OSError as error:
-            raise ValueError(f"{image} cannot be read as an image: {error}") from None
+        return frames_from_array([load_image(image)]).frames
 
     def _pad_to_square(self, image: Image.Image) -> Image.Image:
         side = max(image.size)
@@ -286,4 +309,4 @@ class AuroraLongProcessor(ProcessorMixin):
         return canvas
 
 
-__all__ = ["AuroraLongProcessor", "SANDWICH_CHAT_TEMPLATE", "STOP_STRING"]
+__all__ = ["AuroraLongProcessor", "SANDWICH_CHAT_TEMPLATE", "STOP_STRING", "placeholder_kinds", "remove_placeholders"]

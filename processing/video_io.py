@@ -6,7 +6,8 @@ Entry points:
   (a list of PIL images / arrays / tensors, a numpy array or a torch tensor) -> `VideoFrames`.
 - `read_video(source, ...)`: a file -> the sampled frames, `[F, H, W, 3]` uint8 RGB, with their indices and times.
 - `iter_video_chunks(source, chunk_frames, ...)`: the same frames, `chunk_frames` at a time, one decoding pass.
-- `probe_video(source)`: metadata and every frame's presentation time, from a demux-only pass (nothing decoded).
+- `probe_video(source)`: metadata and every frame's presentation time, from a demux pass (only the first frame is
+  decoded, for its display rotation).
 - `sample_frame_indices(timestamps, ...)`: the sampling rule alone, on a list of frame times.
 - `frames_from_array(video)`: pre-decoded frames -> `VideoFrames`.
 
@@ -37,6 +38,27 @@ same plan (PyAV's demux pass) and so the same frames, as long as decord decodes 
 pixel for pixel; with B-frames, MPEG-4 Part 2 in mp4 / avi and H.264 in avi / MPEG-TS come back as the wrong
 frames (frame 14 for frame 12, ...), so PyAV is the default.
 
+Frames come out as a player shows them:
+
+- Orientation: a display matrix (phone videos: portrait frames stored as landscape plus a rotation) or, without one,
+  a `rotate` stream tag (clockwise degrees, older muxers) turns the frames by that multiple of 90 degrees;
+  `VideoMetadata.width` / `height` are the size shown and `rotation` the angle applied (ffprobe's sign:
+  counterclockwise degrees, -90 for a typical portrait phone clip). Mirroring in a display matrix is not applied;
+  an angle that is not a multiple of 90 degrees (within 1 degree) is ignored with a warning naming the file.
+- Colour: each frame is converted to RGB with its own matrix (BT.601, BT.709, BT.2020, FCC, SMPTE 240M) and range
+  (limited or full), 8 or 10 bits (any depth swscale reads), as tagged in the stream; an untagged matrix is taken
+  as BT.709 for HD frames (wider than 1024 or taller than 576 pixels) and BT.601 otherwise, the convention of
+  players; an untagged range is limited except for the `yuvj*` formats. The transfer function is not applied:
+  HDR (PQ / HLG) frames come out without tone mapping.
+
+Damaged data (PyAV): a packet the decoder rejects, or a frame it flags as corrupt, costs that frame and the frames
+decoded after it up to the next keyframe (they may predict from it; the decoder does not say which do). A sampled
+time whose frame is lost takes the nearest good frame within `LOST_FRAME_TOLERANCE` seconds (the frame before the
+damage or the first good one after it; that frame's index and time are reported in `VideoFrames`), and a
+`DamagedVideoWarning` names the file and the times. The read fails (ValueError naming the file) when a lost time
+has no good frame that near, or when more than half of the sampled frames are lost. `strict=True` fails at the
+first damaged packet or frame instead.
+
 Bad input raises `FileNotFoundError` (missing path) or `ValueError` (empty, truncated or corrupt file, no video
 stream, no frames, a window outside the video, bad arguments, bad arrays), the message naming the source
 (`TypeError` for a source or argument of the wrong type). Truncation is caught by the container's own frame count
@@ -50,6 +72,7 @@ import io
 import math
 import os
 import sys
+import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +80,11 @@ from fractions import Fraction
 
 import numpy as np
 
+from .image_io import upright
+
 __all__ = [
+    "LOST_FRAME_TOLERANCE",
+    "DamagedVideoWarning",
     "VideoFrames",
     "VideoMetadata",
     "frames_from_array",
@@ -75,7 +102,16 @@ _TIE_EPS = 1e-9  # seconds: a target this close to the midpoint of two frames co
 _SEEK_MIN_PACKETS = 16
 # Frame threading pays with many cores; on two it costs more than it gains (measured on 360p H.264).
 _THREAD_TYPE = "AUTO" if (os.cpu_count() or 1) >= 4 else "SLICE"
-_SAMPLING_KEYS = ("fps", "num_frames", "max_frames", "start", "end", "include_last_frame", "backend")
+_SAMPLING_KEYS = ("fps", "num_frames", "max_frames", "start", "end", "include_last_frame", "backend", "strict")
+# Seconds: the farthest a good frame may be from a sampled time whose own frame was lost to damage.
+LOST_FRAME_TOLERANCE = 1.0
+# A read whose lost sampled frames exceed this share of the sampled frames fails.
+_MAX_LOST_SHARE = 0.5
+
+
+class DamagedVideoWarning(UserWarning):
+    """Some sampled frames of a video were lost to damaged data and replaced by the nearest good frames."""
+
 
 
 @dataclass
@@ -87,7 +123,8 @@ class VideoMetadata:
     average rate `(num_frames - 1) / (last - first timestamp)` (the stream's nominal rate when there is a single
     frame, None when unknown). `duration` is `last - first timestamp + 1 / fps`: the span of the frames plus one
     average frame interval, i.e. the time from the first frame's start to the last frame's end
-    (None when fps is unknown).
+    (None when fps is unknown). `width` x `height` is the frame size as shown, after `rotation` (degrees
+    counterclockwise, ffprobe's sign; 0, 90, 180 or -90) has been applied to the decoded frames.
     """
 
     source: str  # the path, "<file object>", or "<frames>"
@@ -96,11 +133,14 @@ class VideoMetadata:
     duration: float | None
     width: int
     height: int
+    rotation: int = 0
 
 
 @dataclass
 class VideoFrames:
-    """Sampled frames: `frames[k]` is frame `indices[k]` (display order) shown at `timestamps[k]` seconds."""
+    """Sampled frames: `frames[k]` is frame `indices[k]` (display order) shown at `timestamps[k]` seconds.
+
+    `indices` ascend; a frame that stands in for a lost neighbour (see the module docstring) can appear twice."""
 
     frames: np.ndarray  # [F, H, W, 3] uint8 RGB, F >= 1
     indices: list[int]
@@ -320,6 +360,7 @@ class _Probe:
     keyframes: list[int] = field(default_factory=list)  # decode positions of keyframe packets, ascending
     seekable: bool = False
     by_order: bool = False  # decoded frames are identified by their output order, not by their timestamps
+    coded_size: tuple[int, int] = (0, 0)  # (width, height) as decoded, before the rotation
 
 
 def _av():
@@ -383,6 +424,29 @@ def _gif_complete(src: _Source) -> bool:
     return last == b"\x3b"
 
 
+def _rotation_tag(stream) -> float | None:
+    """The `rotate` stream tag (clockwise degrees) as a counterclockwise angle, None without one."""
+    for key, value in stream.metadata.items():
+        if key.lower() == "rotate":
+            try:
+                return -float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _quarter_turns(angle: float | None, src: _Source) -> int:
+    """A counterclockwise angle in degrees -> quarter turns for `np.rot90` (0 when none or not a right angle)."""
+    if angle is None or not math.isfinite(angle):
+        return 0
+    turns = round(angle / 90)
+    if abs(angle - 90 * turns) > 1:
+        warnings.warn(f"{src.label}: a display rotation of {angle:g} degrees is not a multiple of 90; the frames are "
+                      "left as stored", DamagedVideoWarning, stacklevel=4)
+        return 0
+    return turns % 4
+
+
 def _probe_pyav(src: _Source) -> _Probe:
     av = _av()
     container = _open_container(src)
@@ -392,11 +456,22 @@ def _probe_pyav(src: _Source) -> _Probe:
             raise ValueError(f"{src.label}: no decoder for its video codec ({_stream_label(stream)})")
         time_base = stream.time_base or Fraction(1, 1000)
         packet_pts, packet_dts, durations, keys, all_packets = [], [], [], [], 0
+        # PyAV shows the display matrix only on decoded frames: the first packets are decoded until one frame
+        # comes out (a few packets at most), the rest of the pass only demuxes.
+        angle, probing = None, True
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue  # the flush packet at the end
                 all_packets += 1
+                if probing and all_packets <= 64:
+                    try:
+                        for frame in packet.decode():
+                            angle = frame.rotation or None  # 0: no display matrix (or an upright one)
+                            probing = False
+                            break
+                    except av.error.FFmpegError:
+                        pass  # a damaged first packet: the decoding pass deals with it
                 if packet.is_discard:
                     continue  # dropped by the decoder (e.g. before an mp4 edit list's start)
                 if packet.is_keyframe:
@@ -418,6 +493,9 @@ def _probe_pyav(src: _Source) -> _Probe:
         stream_index = stream.index
         if not width or not height:
             raise ValueError(f"{src.label}: the video stream does not state its frame size")
+        if angle is None:
+            angle = _rotation_tag(stream)
+    turns = _quarter_turns(angle, src)
     if not packet_pts:
         raise ValueError(f"{src.label}: the video stream has no frames")
     if declared and all_packets < declared:
@@ -456,11 +534,18 @@ def _probe_pyav(src: _Source) -> _Probe:
                 f"{src.label}: the header says the video lasts {declared_end:.3f} s but its frames end at "
                 f"{frames_end:.3f} s (truncated file)"
             )
-    metadata = VideoMetadata(src.name, len(pts), fps, duration, int(width), int(height))
+    shown = (int(height), int(width)) if turns % 2 else (int(width), int(height))
+    metadata = VideoMetadata(src.name, len(pts), fps, duration, *shown, rotation=_signed_degrees(turns))
     return _Probe(
         metadata, timestamps, pts, stream_index, decode_pos=order, packet_pts=packet_pts, packet_dts=packet_dts,
         keyframes=keys, seekable=seekable and len(keys) > 1, by_order=by_order,
+        coded_size=(int(width), int(height)),
     )
+
+
+def _signed_degrees(turns: int) -> int:
+    """Quarter turns counterclockwise -> degrees in (-180, 180], as ffprobe prints a display rotation."""
+    return {0: 0, 1: 90, 2: 180, 3: -90}[turns % 4]
 
 
 # ---------------------------------------------------------------------------------------------- PyAV decode
@@ -470,19 +555,48 @@ class _SeekFailed(Exception):
     """The container did not land where the demux pass says it should: go on without seeking."""
 
 
-def _frame_to_rgb(frame, width: int, height: int) -> np.ndarray:
+# AVColorSpace numbers (libavutil/pixfmt.h); swscale numbers its YUV -> RGB tables the same way.
+_BT709, _BT601 = 1, 5
+_MATRICES = {1: "BT.709", 4: "FCC", 5: "BT.601", 6: "BT.601", 7: "SMPTE 240M", 9: "BT.2020", 10: "BT.2020"}
+_LIMITED, _FULL = 1, 2  # AVColorRange
+
+
+def _rgb_options(frame) -> dict:
+    """`VideoFrame.to_ndarray` arguments that convert this frame with its own matrix and range (module docstring)."""
+    if frame.format.is_rgb or frame.format.has_palette:
+        return {}
+    matrix = frame.colorspace
+    if matrix not in _MATRICES:  # untagged (2), reserved, or one swscale has no table for (YCgCo)
+        matrix = _BT709 if frame.width > 1024 or frame.height > 576 else _BT601
+    color_range = frame.color_range
+    if color_range not in (_LIMITED, _FULL):
+        color_range = _FULL if frame.format.name.startswith("yuvj") else _LIMITED
+    # PyAV hands the source matrix and range to swscale only when they differ from the destination's; for RGB
+    # output the destination matrix is unused, so naming another one makes sure the source's is applied.
+    return {"src_colorspace": matrix, "dst_colorspace": _BT601 if matrix == _BT709 else _BT709,
+            "src_color_range": color_range, "dst_color_range": _FULL}
+
+
+def _frame_to_rgb(frame, probe: _Probe) -> np.ndarray:
+    """A decoded frame -> [H, W, 3] uint8 RGB as shown: its own colour conversion, then the display rotation."""
+    width, height = probe.coded_size
+    options = _rgb_options(frame)
     if frame.width != width or frame.height != height:  # a mid-stream size change: scale to the stream's size
-        return frame.to_ndarray(format="rgb24", width=width, height=height)
-    return frame.to_ndarray(format="rgb24")
+        options.update(width=width, height=height)
+    image = frame.to_ndarray(format="rgb24", **options)
+    turns = (probe.metadata.rotation // 90) % 4
+    return np.rot90(image, turns) if turns else image
 
 
-def _decode_pyav(src: _Source, probe: _Probe, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, [H, W, 3] uint8) for each wanted display index, ascending, in one pass over the file."""
+def _decode_pyav(src: _Source, probe: _Probe, indices: list[int], strict: bool = False
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, [H, W, 3] uint8) for each wanted display index, ascending, in one pass over the file; the
+    index is that of the frame delivered, which differs from the wanted one when a lost frame was replaced."""
     done = 0
     use_seek = probe.seekable
     while done < len(indices):
         try:
-            for item in _decode_pass(src, probe, indices[done:], use_seek):
+            for item in _decode_pass(src, probe, indices[done:], use_seek, strict, len(indices)):
                 done += 1
                 yield item
         except _SeekFailed:
@@ -504,12 +618,53 @@ def _start_keyframe(probe: _Probe, index: int) -> int:
     return probe.keyframes[k]
 
 
-def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool):
+class _Losses:
+    """Sampled frames lost to damaged data, and the good frames around them (see the module docstring)."""
+
+    def __init__(self, src: _Source, probe: _Probe, total: int):
+        self.src, self.probe, self.total = src, probe, total
+        self.pending: list[int] = []  # display indices of lost sampled frames awaiting the next good frame
+        self.count = 0  # lost sampled frames so far
+        self.damaged = 0  # packets rejected and frames flagged corrupt so far
+
+    def lose(self, index: int) -> None:
+        self.pending.append(index)
+        self.count += 1
+        if self.count > _MAX_LOST_SHARE * self.total:
+            raise ValueError(
+                f"{self.src.label}: {self.count} of {self.total} sampled frames are lost to damaged data "
+                f"({self.damaged} damaged packets or frames so far): too little of the video decodes"
+            )
+
+    def settle(self, before, after) -> Iterator[tuple[int, np.ndarray]]:
+        """Each pending index -> the nearer of the good frames `before` / `after` ((index, frame) or None)."""
+        times, label = self.probe.timestamps, self.src.label
+        candidates = [good for good in (before, after) if good is not None]
+        replaced = []
+        for index in self.pending:
+            # `min` keeps the first of equals: a tie goes to the earlier frame, as in sampling
+            chosen, frame = min(candidates, key=lambda good: abs(times[good[0]] - times[index]), default=(None, None))
+            if chosen is None or abs(times[chosen] - times[index]) > LOST_FRAME_TOLERANCE:
+                raise ValueError(
+                    f"{label}: the frame at {times[index]:.3f} s is lost to damaged data and no good frame lies "
+                    f"within {LOST_FRAME_TOLERANCE} s of it ({self.damaged} damaged packets or frames so far)"
+                )
+            replaced.append(f"{times[index]:.3f} s -> {times[chosen]:.3f} s")
+            yield chosen, _frame_to_rgb(frame, self.probe)
+        self.pending = []
+        warnings.warn(
+            f"{label}: damaged video data ({self.damaged} damaged packets or frames so far); sampled frames lost "
+            f"and replaced by the nearest good frame: {', '.join(replaced)}", DamagedVideoWarning, stacklevel=2,
+        )
+
+
+def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool, strict: bool, total: int):
     av = _av()
     meta = probe.metadata
     pts_sorted = probe.pts
     n = len(pts_sorted)
     position_of_pts = {p: k for k, p in enumerate(probe.packet_pts)} if use_seek else {}
+    losses = _Losses(src, probe, total)
     container = _open_container(src)
     with container:
         stream = next(s for s in container.streams if s.index == probe.stream_index)
@@ -520,9 +675,12 @@ def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool)
         landing = None  # after a jump: the decode position of the keyframe the first packet must not pass
         jumped = False
         sought_for = -1  # the wanted frame of the last jump: one jump per frame at most
+        tainted = False  # damage was met and no keyframe has come out since: frames now may predict from it
+        good = None  # (display index, frame) of the last good frame
         demuxer = container.demux(stream)
         while True:
-            if use_seek and landing is None and sought_for != wanted[target]:
+            if use_seek and landing is None and not losses.pending and target < len(wanted) and \
+                    sought_for != wanted[target]:
                 start = _start_keyframe(probe, wanted[target])
                 if start - next_packet >= _SEEK_MIN_PACKETS:
                     key_pts, key_dts = probe.packet_pts[start], probe.packet_dts[start]
@@ -533,6 +691,7 @@ def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool)
                         raise _SeekFailed from error
                     demuxer = container.demux(stream)
                     landing, jumped, sought_for, last_index = start, True, wanted[target], -1
+                    tainted, good, losses.damaged = False, None, 0
             try:
                 packet = next(demuxer, None)
             except (av.error.FFmpegError, OSError) as error:
@@ -555,10 +714,14 @@ def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool)
             try:
                 frames = packet.decode()
             except (av.error.FFmpegError, OSError) as error:
-                raise ValueError(
-                    f"{src.label}: cannot decode the video stream near {_packet_time(packet, probe):.3f} s "
-                    f"(truncated or corrupt file): {error}"
-                ) from error
+                if strict or packet.size == 0:
+                    raise ValueError(
+                        f"{src.label}: cannot decode the video stream near {_packet_time(packet, probe):.3f} s "
+                        f"(damaged, truncated or corrupt file): {error}"
+                    ) from error
+                losses.damaged += 1
+                tainted = True
+                continue
             for frame in frames:
                 pts = frame.pts
                 if pts is None or probe.by_order:
@@ -570,19 +733,45 @@ def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool)
                         if index >= n or pts_sorted[index] != pts:
                             continue  # not a frame of the demux pass (dropped by the container)
                 last_index = index
-                if index < wanted[target]:
+                if frame.key_frame:
+                    tainted = False
+                if frame.is_corrupt:
+                    if strict:
+                        raise ValueError(f"{src.label}: the frame at {probe.timestamps[index]:.3f} s decodes "
+                                         "damaged (corrupt data)")
+                    losses.damaged += 1
+                    tainted = True
+                while target < len(wanted) and (wanted[target] < index or (wanted[target] == index and tainted)):
+                    if wanted[target] < index and not losses.damaged:
+                        if jumped:
+                            raise _SeekFailed  # a jump skipped a frame: redo without jumps
+                        raise ValueError(
+                            f"{src.label}: frame {wanted[target]} ({probe.timestamps[wanted[target]]:.3f} s) could "
+                            "not be decoded (corrupt file?)"
+                        )
+                    if strict:
+                        raise ValueError(f"{src.label}: the frame at {probe.timestamps[wanted[target]]:.3f} s is "
+                                         "lost to damaged data")
+                    losses.lose(wanted[target])
+                    target += 1
+                if tainted:
                     continue
-                if index > wanted[target]:
-                    if jumped:
-                        raise _SeekFailed  # a jump skipped a frame: redo without jumps
-                    raise ValueError(
-                        f"{src.label}: frame {wanted[target]} ({probe.timestamps[wanted[target]]:.3f} s) could "
-                        "not be decoded (corrupt file?)"
-                    )
-                yield index, _frame_to_rgb(frame, meta.width, meta.height)
-                target += 1
-                if target == len(wanted):
+                if losses.pending:
+                    yield from losses.settle(good, (index, frame))
+                good = (index, frame)
+                if target < len(wanted) and wanted[target] == index:
+                    yield index, _frame_to_rgb(frame, probe)
+                    target += 1
+                if target == len(wanted) and not losses.pending:
                     return
+        if losses.damaged and not strict:
+            for index in wanted[target:]:
+                losses.lose(index)
+            target = len(wanted)
+        if losses.pending:
+            yield from losses.settle(good, None)
+        if target == len(wanted):
+            return
         if jumped:
             raise _SeekFailed
         missing = wanted[target]
@@ -615,7 +804,11 @@ def _decord():
 
 class _DecordReader:
     """decord decodes; the plan (frame count, timestamps) comes from PyAV's demux pass when decord counts the
-    same frames, so both backends sample the same frames; otherwise decord's own frame index is used."""
+    same frames, so both backends sample the same frames; otherwise decord's own frame index is used.
+
+    decord applies a display rotation (matrix or `rotate` tag) itself, so its frames are shown as PyAV's
+    are; it converts every frame as BT.601 limited range whatever the stream's tags, and a damaged packet is its
+    own to handle (the colour and damage rules of the module docstring are PyAV's)."""
 
     def __init__(self, src: _Source, probe: _Probe):
         decord = _decord()
@@ -635,7 +828,7 @@ class _DecordReader:
         self.timestamps = (raw - raw[0]).tolist()
         fps, duration = _rate_and_duration(self.timestamps, rate if rate > 0 else None)
         meta = probe.metadata
-        self.metadata = VideoMetadata(src.name, count, fps, duration, meta.width, meta.height)
+        self.metadata = VideoMetadata(src.name, count, fps, duration, meta.width, meta.height, meta.rotation)
 
     def frames(self, indices: list[int]) -> np.ndarray:
         decord = _decord()
@@ -671,8 +864,9 @@ def _prefixed(src_label: str, error: ValueError) -> ValueError:
 def probe_video(source, *, backend: str = "pyav") -> tuple[VideoMetadata, list[float]]:
     """Metadata and every frame's presentation time (seconds from the first frame, display order).
 
-    One demux pass over the video stream's packets with PyAV, nothing decoded (with backend="decord", decord's
-    own frame index replaces it when decord counts the frames differently).
+    One demux pass over the video stream's packets with PyAV, decoding only the first frame (its display rotation
+    sets the shown width / height; with backend="decord", decord's own frame index replaces the pass when decord
+    counts the frames differently).
     """
     _check_backend(backend)
     src = _Source(source)
@@ -717,22 +911,26 @@ def read_video(
     end: float | None = None,
     include_last_frame: bool = False,
     backend: str = "pyav",
+    strict: bool = False,
 ) -> VideoFrames:
     """Sample frames from a video file (a path or an open binary file object). See the module docstring.
 
     A file object must be seekable and is read from its first byte whatever its position; it is left open.
-    Two passes: a demux pass (timestamps, no decoding) plans the frames, then one decoding pass fetches them.
+    Two passes: a demux pass (timestamps, and the first frame for its display rotation) plans the frames, then
+    one decoding pass fetches them. `strict=True`: a damaged packet or frame is an error instead of a loss.
+    Emits `DamagedVideoWarning` when lost frames were replaced (PyAV backend).
     """
     sampling = dict(fps=fps, num_frames=num_frames, max_frames=max_frames, start=start, end=end,
-                    include_last_frame=include_last_frame, backend=backend)
+                    include_last_frame=include_last_frame, backend=backend, strict=strict)
     src, state, metadata, indices, times = _plan(source, sampling)
     if backend == "decord":
-        frames = state.frames(indices)
-    else:
-        frames = np.empty((len(indices), metadata.height, metadata.width, 3), dtype=np.uint8)
-        for row, (_, image) in enumerate(_decode_pyav(src, state, indices)):
-            frames[row] = image
-    return VideoFrames(frames, indices, times, metadata)
+        return VideoFrames(state.frames(indices), indices, times, metadata)
+    frames = np.empty((len(indices), metadata.height, metadata.width, 3), dtype=np.uint8)
+    delivered = []
+    for row, (index, image) in enumerate(_decode_pyav(src, state, indices, strict)):
+        frames[row] = image
+        delivered.append(index)
+    return VideoFrames(frames, delivered, [state.timestamps[i] for i in delivered], metadata)
 
 
 def iter_video_chunks(source, chunk_frames: int, **sampling) -> Iterator[VideoFrames]:
@@ -752,9 +950,9 @@ def iter_video_chunks(source, chunk_frames: int, **sampling) -> Iterator[VideoFr
     if not is_file:
         return _chunks_of(frames_from_array(source), chunk_frames)
     options = dict(fps=1.0, num_frames=None, max_frames=None, start=None, end=None, include_last_frame=False,
-                   backend="pyav")
+                   backend="pyav", strict=False)
     options.update(sampling)
-    return _file_chunks(*_plan(source, options), chunk_frames, options["backend"])
+    return _file_chunks(*_plan(source, options), chunk_frames, options["backend"], options["strict"])
 
 
 def _chunks_of(whole: VideoFrames, chunk_frames: int) -> Iterator[VideoFrames]:
@@ -764,8 +962,8 @@ def _chunks_of(whole: VideoFrames, chunk_frames: int) -> Iterator[VideoFrames]:
                           whole.metadata)
 
 
-def _file_chunks(src, state, metadata, indices, times, chunk_frames, backend) -> Iterator[VideoFrames]:
-    decoded = None if backend == "decord" else _decode_pyav(src, state, indices)
+def _file_chunks(src, state, metadata, indices, times, chunk_frames, backend, strict) -> Iterator[VideoFrames]:
+    decoded = None if backend == "decord" else _decode_pyav(src, state, indices, strict)
     for begin in range(0, len(indices), chunk_frames):
         chunk, chunk_times = indices[begin:begin + chunk_frames], times[begin:begin + chunk_frames]
         if decoded is None:
@@ -773,7 +971,8 @@ def _file_chunks(src, state, metadata, indices, times, chunk_frames, backend) ->
         else:
             frames = np.empty((len(chunk), metadata.height, metadata.width, 3), dtype=np.uint8)
             for row in range(len(chunk)):
-                _, frames[row] = next(decoded)
+                chunk[row], frames[row] = next(decoded)
+            chunk_times = [state.timestamps[i] for i in chunk]
         yield VideoFrames(frames, chunk, chunk_times, metadata)
         del frames  # the consumer holds the chunk now, if it wants it
 
@@ -823,9 +1022,7 @@ def _channels_last(array: np.ndarray, what: str) -> np.ndarray:
 def _image_to_array(image, position: int) -> np.ndarray:
     what = f"frame {position}"
     if hasattr(image, "convert") and hasattr(image, "size") and hasattr(image, "mode"):  # a PIL image
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
+        return np.asarray(upright(image), dtype=np.uint8)
     array = _to_numpy(image, what)
     if array.ndim == 2:
         array = array[..., None]
@@ -837,10 +1034,11 @@ def _image_to_array(image, position: int) -> np.ndarray:
 def frames_from_array(video) -> VideoFrames:
     """Pre-decoded frames -> `VideoFrames`, all of them, in the order given.
 
-    Takes a list / tuple of PIL images (any mode, converted to RGB) or of [H, W, C] / [C, H, W] / [H, W] uint8
-    arrays or tensors, or one uint8 numpy array / torch tensor [F, H, W, C] or [F, C, H, W] (C = 3; 1 is repeated
-    to RGB, 4 loses its alpha). There are no timestamps: indices are 0 .. F-1 and each frame's timestamp is its
-    index (as if one frame per second); metadata.fps and metadata.duration are None, source "<frames>".
+    Takes a list / tuple of PIL images (any mode, converted to RGB, turned by their EXIF orientation) or of
+    [H, W, C] / [C, H, W] / [H, W] uint8 arrays or tensors, or one uint8 numpy array / torch tensor [F, H, W, C] or
+    [F, C, H, W] (C = 3; 1 is repeated to RGB, 4 loses its alpha). There are no timestamps: indices are 0 .. F-1
+    and each frame's timestamp is its index (as if one frame per second); metadata.fps and metadata.duration are
+    None, source "<frames>".
     """
     if isinstance(video, VideoFrames):
         return video

@@ -129,13 +129,14 @@ def test_saved_state_answers_again_without_the_video(capsys, tiny_folder, clip, 
     assert code == 2 and "not both" in err
 
 
-def _zero_one_packet(source, target, packet_number):
-    """Copy `source` with one packet's bytes zeroed: the container stays readable, that frame does not decode."""
+def _zero_packets(source, target, packet_numbers):
+    """Copy `source` with some packets' bytes zeroed: the container stays readable, those frames do not decode."""
     with av.open(str(source)) as container:
         packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
     data = bytearray(Path(source).read_bytes())
-    pos, size = packets[packet_number]
-    data[pos:pos + size] = bytes(size)
+    for packet_number in packet_numbers:
+        pos, size = packets[packet_number]
+        data[pos:pos + size] = bytes(size)
     Path(target).write_bytes(data)
     return Path(target)
 
@@ -149,11 +150,15 @@ def test_bad_inputs_are_clear_errors(capsys, tiny_folder, clip, tmp_path):
     code, _, err = run(capsys, corrupt, "--model", tiny_folder)
     assert code == 2 and str(corrupt) in err
 
-    # MJPEG frames decode independently: zeroing frame 15 of 30 passes the demux pass and fails at 1.5 s
+    # MJPEG frames decode independently: a zeroed frame 15 of 30 costs only that frame (1 fps samples 0, 10, 20)
     avi = write_video(tmp_path / "good.avi", 30, fps=10, size=(64, 48)).path
-    broken = _zero_one_packet(avi, tmp_path / "broken.avi", 15)
+    damaged = _zero_packets(avi, tmp_path / "damaged.avi", [15])
+    code, out, _ = run(capsys, damaged, "--model", tiny_folder, "--chunk-frames", "1")
+    assert code == 0 and out
+    # frames 10 .. 29 zeroed: 2 of the 3 sampled frames are lost, too little decodes; the error comes mid-stream
+    broken = _zero_packets(avi, tmp_path / "broken.avi", range(10, 30))
     code, _, err = run(capsys, broken, "--model", tiny_folder, "--chunk-frames", "1")
-    assert code == 2 and str(broken) in err and "after 2 of 3 sampled frames" in err
+    assert code == 2 and str(broken) in err and "after 1 of 3 sampled frames" in err and "too little" in err
 
     code, _, err = run(capsys, clip, "--model", tiny_folder, "--fps", "10", "--max-frames", "20")
     assert code == 2 and "30 frames, more than the cap --max-frames 20" in err and str(clip) in err

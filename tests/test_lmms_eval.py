@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval: no skip when it is missing
+from lmms_eval_runs import run_cli, samples
 from videos import write_video
 
 from auroralong_hf.lmms_eval_adapter import (
@@ -122,25 +123,6 @@ def tasks(tmp_path_factory):
     return root
 
 
-def run_cli(args, tmp_path, *, launcher=None):
-    """Run the lmms-eval CLI; returns (the results JSON, the run's output)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [*(launcher or [sys.executable]), "-m", "lmms_eval", *args, "--output_path", str(tmp_path / "out")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    output = done.stdout + done.stderr
-    found = sorted((tmp_path / "out").rglob("*_results.json"))
-    assert found, f"no results JSON (rc {done.returncode}):\n{output[-4000:]}"
-    return json.loads(found[-1].read_text()), output
-
-
-def samples(tmp_path, task):
-    """The logged samples of a CLI run, in document order."""
-    (path,) = (tmp_path / "out").rglob(f"*_samples_{task}.jsonl")
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return sorted(rows, key=lambda row: row["doc_id"])
-
-
 def test_cli_generation_with_the_chat_class(model_dir, tasks, tmp_path):
     results, output = run_cli([
         "--model", "auroralong", "--model_args", f"pretrained={model_dir},device=cpu",
@@ -227,18 +209,24 @@ def test_loglikelihood_encodes_each_video_once_and_matches_a_full_forward(adapte
         assert greedy == bool((picked.argmax(-1) == torch.tensor(target)).all())
 
 
-def test_unreadable_video_scores_inf_and_is_logged(adapter, tasks):
+def test_unreadable_video_has_no_score_is_marked_and_logged(adapter, tasks):
     from loguru import logger
+
+    from auroralong_hf.lmms_eval_scoring import failure_of
 
     adapter.task_dict = {"t": {"test": [{"video": str(tasks / "broken.mp4")}]}}
     requests = [request("loglikelihood", ("Q?", c, lambda doc: [doc["video"]], 0, "t", "test")) for c in "AB"]
     messages = []
     sink = logger.add(messages.append, level="ERROR")
     try:
-        assert adapter.loglikelihood(requests) == [(math.inf, False), (math.inf, False)]
+        results = adapter.loglikelihood(requests)
     finally:
         logger.remove(sink)
-    assert len(messages) == 1 and "broken.mp4: cannot open as a video" in messages[0]
+    assert all(math.isnan(loss) and greedy is False for loss, greedy in results)  # no score, not +inf
+    assert "broken.mp4: cannot open as a video" in failure_of(requests)
+    # one error naming the document and the file, one summary after the request type
+    assert len(messages) == 2 and all("broken.mp4: cannot open as a video" in m for m in messages)
+    assert "document 0" in messages[0] and "1 document(s) of loglikelihood requests" in messages[1]
 
 
 def test_breakpoint_reads_only_frames_up_to_it(adapter, tasks, monkeypatch):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ci_runs_the_readme_test_command():
     command = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3 -m venv")]
-    assert len(command) == 2  # the README's, then the low end's
+    assert len(command) == 2  # the README's, then the low end's venv
     assert command[0] in (ROOT / "README.md").read_text()
     assert "-c .ci/lowest.txt" in (ROOT / ".ci" / "run").read_text()
 

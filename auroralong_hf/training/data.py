@@ -20,6 +20,16 @@ Text: each human turn becomes a user message whose `<video>` / `<image>` tags ar
 sandwich chat template renders them, and the placeholders are expanded exactly as the processor expands them
 (one run of `tokens_per_frame` tokens per frame, `frame_separator` between frames).
 
+Tags as public data sets write them: LLaVA-Video-178K and LLaVA-OneVision tag the video of a `"video"` record with
+`<image>` (``{"video": "a.mp4", "conversations": [{"from": "human", "value": "<image>\\nWhat happens?"}, ...]}``).
+A record with a "video" (or "frames") and no "image", whose conversation has only `<image>` tags, as many as it has
+videos, is read that way: its tags stand for its videos, in order. Any other disagreement between tags and media is
+a `placeholder_mismatch`.
+
+Media are read upright: videos by their display rotation and colour tags (processing/video_io.py; a damaged packet
+costs only the frames it damages, with a `DamagedVideoWarning`), images by their EXIF orientation
+(processing/image_io.py).
+
 Labels (-100 elsewhere) cover every assistant answer " " + answer + "\\n\\n": the space after "Assistant:" is part
 of the label, because generation starts from a prompt ending in "Assistant:" and the model must produce the space
 itself (the World tokenizer puts it in the first word's token, e.g. " The"). Tokenisation is per segment, split at
@@ -36,13 +46,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from ..processing.image_io import load_image
+from ..processing.processing_auroralong import placeholder_kinds, remove_placeholders
 
 if TYPE_CHECKING:
     import datasets
@@ -54,8 +66,6 @@ PAD_ID = 0
 ROLES = {"human": "user", "gpt": "assistant"}
 ANSWER_PREFIX = "Assistant:"
 STOP = "\n\n"
-_TAG = re.compile(r"<(video|image)>")
-_MARK = "\x00"
 
 # The reasons under which `ConversationCollator.skipped` counts samples.
 REASONS = (
@@ -195,14 +205,14 @@ class ConversationCollator:
                 )
             text = turn["value"]
             if expected == "gpt":
-                if _TAG.search(text):
+                if placeholder_kinds(text):
                     raise BadSampleError(sample_id, "placeholder_mismatch", f"answer turn {position} has a media tag")
                 if not text.strip():
                     raise BadSampleError(sample_id, "empty_conversation", f"answer turn {position} is empty")
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
             else:
-                kinds = _TAG.findall(text)
-                content = [{"type": kind} for kind in kinds] + [{"type": "text", "text": _remove_tags(text)}]
+                kinds = placeholder_kinds(text)
+                content = [{"type": kind} for kind in kinds] + [{"type": "text", "text": remove_placeholders(text)}]
                 messages.append({"role": "user", "content": content})
         if len(turns) % 2:
             raise BadSampleError(sample_id, "bad_turn_order", "the last turn is from 'human': it has no answer")
@@ -220,7 +230,18 @@ class ConversationCollator:
                 raise BadSampleError(sample_id, "bad_record", "'frames' must be a non-empty list of image paths")
         image_paths = _as_paths(record.get("image"), sample_id, "image")
         num_videos = len(video_paths) + (frames is not None)
-        tags = Counter(block["type"] for message in messages for block in message["content"] if block["type"] != "text")
+        blocks = [block for message in messages for block in message["content"] if block["type"] != "text"]
+        tags = Counter(block["type"] for block in blocks)
+        if num_videos and not image_paths and not tags["video"] and tags["image"] == num_videos:
+            for block in blocks:  # LLaVA-Video-178K / LLaVA-OneVision: <image> tags the record's video
+                block["type"] = "video"
+            tags = Counter(video=num_videos)
+        if num_videos and not image_paths and not tags["video"] and tags["image"]:
+            raise BadSampleError(
+                sample_id, "placeholder_mismatch",
+                f"{tags['image']} <image> tag(s) in the conversation but {num_videos} video(s) and no image in the "
+                "record (LLaVA-Video style, one <image> tag per video)",
+            )
         for kind, given in (("video", num_videos), ("image", len(image_paths))):
             if tags[kind] != given:
                 raise BadSampleError(
@@ -260,16 +281,13 @@ class ConversationCollator:
         return torch.cat([self._load_image(resolved[k], sample_id) for k in picked])
 
     def _load_image(self, path, sample_id) -> torch.Tensor:
-        """[1, 3, H, W] pixel values of one image file."""
-        from PIL import Image
-
+        """[1, 3, H, W] pixel values of one image file, upright by its EXIF orientation."""
         resolved = self._resolve(path, sample_id) if isinstance(path, str) else path
         try:
-            with Image.open(resolved) as image:
-                array = image.convert("RGB")
-        except OSError as error:
+            image = load_image(resolved)
+        except (ValueError, OSError) as error:
             raise BadSampleError(sample_id, "unreadable_media", f"cannot read image {resolved}: {error}") from error
-        return self.processor.preprocess_frames([_as_array(array)])
+        return self.processor.preprocess_frames([_as_array(image)])
 
     def _expand(self, text: str, frame_counts) -> str:
         """Placeholders -> the processor's runs of visual tokens (videos take the next frame count in order)."""
@@ -305,16 +323,6 @@ class ConversationCollator:
         if images:
             batch["pixel_values"] = torch.stack(images)
         return batch
-
-
-def _remove_tags(text: str) -> str:
-    """Drop `<video>` / `<image>` tags; on a line with a tag, the pieces around it join with one space."""
-    lines = []
-    for line in _TAG.sub(_MARK, text).split("\n"):
-        if _MARK in line:
-            line = " ".join(piece.strip() for piece in line.split(_MARK) if piece.strip())
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def _as_paths(value, sample_id, key: str) -> list[str]:
