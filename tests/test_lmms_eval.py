@@ -3,7 +3,6 @@
 The CLI exits 0 even when a task fails, so every run is judged by its results JSON.
 """
 
-import json
 import math
 import os
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval: no skip when it is missing
-from lmms_eval_runs import run_cli, samples
+from lmms_eval_runs import run_cli, samples, write_task
 from videos import write_video
 
 from auroralong_hf.lmms_eval_adapter import (
@@ -24,71 +23,6 @@ from auroralong_hf.lmms_eval_adapter import (
     keep_loglikelihood_pairs,
     user_turn,
 )
-
-TASK_UTILS = '''
-def doc_to_visual(doc):
-    if doc["timestep"] is not None:
-        return [{"video_path": doc["video"], "timestep": doc["timestep"]}]
-    return [doc["video"]]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"]
-
-
-def doc_to_choice(doc):
-    return doc["choices"]
-
-
-def process_results(doc, results):
-    answer = results[0].strip()
-    return {"answered": float(bool(answer)), "exact_match": float(answer == doc["answer"])}
-'''
-
-GENERATION_TASK = """
-task: auroralong_synthetic_qa
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {docs}
-test_split: test
-output_type: generate_until
-doc_to_visual: !function synthetic_utils.doc_to_visual
-doc_to_text: !function synthetic_utils.doc_to_text
-doc_to_target: answer
-process_results: !function synthetic_utils.process_results
-generation_kwargs:
-  max_new_tokens: 6
-  until: ["ASSISTANT:"]
-  fps: 4
-  temperature: 0
-  do_sample: false
-metric_list:
-  - metric: answered
-    aggregation: mean
-    higher_is_better: true
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-"""
-
-CHOICE_TASK = """
-task: auroralong_synthetic_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {docs}
-test_split: test
-output_type: multiple_choice
-doc_to_visual: !function synthetic_utils.doc_to_visual
-doc_to_text: !function synthetic_utils.doc_to_text
-doc_to_choice: !function synthetic_utils.doc_to_choice
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +50,9 @@ def tasks(tmp_path_factory):
     ]
     for doc in docs:
         doc.update(answer="a grid", choices=["a grid", "a cat", "nothing at all"], label=0)
-    (root / "docs.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-    (root / "synthetic_utils.py").write_text(TASK_UTILS)
-    (root / "synthetic_qa.yaml").write_text(GENERATION_TASK.format(docs=root / "docs.jsonl"))
-    (root / "synthetic_mc.yaml").write_text(CHOICE_TASK.format(docs=root / "docs.jsonl"))
+    write_task(root, "auroralong_synthetic_qa", docs, "generate_until", "synthetic_utils",
+               {"max_new_tokens": 6, "until": ["ASSISTANT:"], "fps": 4, "temperature": 0, "do_sample": False})
+    write_task(root, "auroralong_synthetic_mc", docs, "multiple_choice", "synthetic_utils")
     return root
 
 

@@ -1,76 +1,13 @@
 """Through lmms-eval 0.7.3: documents that cannot be answered never count as correct and never end a run, and the
 placeholders LLaVA-style task prompts carry do not multiply (issue 15, items 5 and 6)."""
 
-import json
 
 import pytest
 from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval: no skip when it is missing
-from lmms_eval_runs import run_cli, samples
+from lmms_eval_runs import run_cli, samples, write_task
 from videos import write_video
 
 from auroralong_hf.lmms_eval_adapter import AuroraLongLmms, chat_prompt, user_turn
-
-UTILS = '''
-def doc_to_visual(doc):
-    if doc["video"] is None:
-        raise KeyError("this document names no video")
-    return [doc["video"]]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"]
-
-
-def doc_to_choice(doc):
-    return doc["choices"]
-
-
-def process_results(doc, results):
-    answer = results[0].strip()
-    return {"answered": float(bool(answer)), "exact_match": float(answer == doc["answer"])}
-'''
-
-CHOICE_TASK = """
-task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {docs}
-test_split: test
-output_type: multiple_choice
-doc_to_visual: !function failure_utils.doc_to_visual
-doc_to_text: !function failure_utils.doc_to_text
-doc_to_choice: !function failure_utils.doc_to_choice
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
-
-GENERATION_TASK = """
-task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {docs}
-test_split: test
-output_type: generate_until
-doc_to_visual: !function failure_utils.doc_to_visual
-doc_to_text: !function failure_utils.doc_to_text
-doc_to_target: answer
-process_results: !function failure_utils.process_results
-generation_kwargs:
-  max_new_tokens: 4
-  fps: 4
-metric_list:
-  - metric: answered
-    aggregation: mean
-    higher_is_better: true
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +24,8 @@ def tasks(tmp_path_factory):
              {"video": str(videos[1]), "question": "Look: <image> what changes?"}]
     for doc in llava:
         doc.update(answer="a grid", choices=["a grid"], label=0)
-    for name, docs, template in (("missing_mc", missing, CHOICE_TASK), ("llava_qa", llava, GENERATION_TASK)):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-        (root / f"{name}.yaml").write_text(template.format(name=name, docs=root / f"{name}.jsonl"))
-    (root / "failure_utils.py").write_text(UTILS)
+    write_task(root, "missing_mc", missing, "multiple_choice", "failure_utils")
+    write_task(root, "llava_qa", llava, "generate_until", "failure_utils", {"max_new_tokens": 4, "fps": 4})
     return root
 
 
