@@ -1280,67 +1280,61 @@ def _env(threads: int | None = None) -> dict:
 # bench memory
 
 
-def _random_pixel_chunks(frames: int, chunk_frames: int, image_size: int, seed: int):
-    """Preprocessed-looking random frames (uniform in [-1, 1], [K, 3, S, S]), made one chunk at a time."""
-    g = torch.Generator().manual_seed(seed)
-    for start in range(0, frames, chunk_frames):
-        count = min(chunk_frames, frames - start)
-        yield torch.rand(count, 3, image_size, image_size, generator=g).mul_(2).sub_(1)
-
-
-def _prompt_ids(tokenizer, question: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _prompt_ids(processor, question: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The sandwich prompt around one video: ids [1, P] before the visual tokens and [1, S] after them."""
-    prefix, suffix = f"User: {question}\n", f"\n{question}\n\nAssistant:"
-    return tuple(torch.tensor([tokenizer(text)["input_ids"]]) for text in (prefix, suffix))
+    return tuple(torch.tensor([processor.tokenizer.encode(text)]) for text in processor.video_prompt_pieces(question))
+
+
+class _RandomVideo:
+    """A lazy video of preprocessed-looking random frames (uniform in [-1, 1]), made one chunk at a time."""
+
+    def __init__(self, frames: int, image_size: int, seed: int):
+        self.num_frames, self.image_size, self.seed = frames, image_size, seed
+
+    def chunks(self, chunk_frames: int):
+        g = torch.Generator().manual_seed(self.seed)
+        for start in range(0, self.num_frames, chunk_frames):
+            count = min(chunk_frames, self.num_frames - start)
+            yield torch.rand(count, 3, self.image_size, self.image_size, generator=g).mul_(2).sub_(1)
 
 
 def _memory_worker(spec_path: str):
-    """One `describe` run in this fresh process: build the model, note the baseline, stream the video, answer."""
+    """One `describe` run in this fresh process: build the model, note the baseline, then the transformers main
+    path (processor -> generate, which streams the video) and the answer."""
     spec = json.loads(Path(spec_path).read_text())
     device, dtype = _worker_setup(spec)
-    from auroralong_hf import CACHE_NAME, AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+    from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
 
     torch.manual_seed(spec["seed"])
     config = AuroraLongConfig(vision_config=spec["vision_config"], text_config=spec["text_config"])
     model = AuroraLongForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
     processor = AuroraLongProcessor.from_vision_config(spec["vision_config"])
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": spec["question"]}]}])
-    before, after = prompt.split(processor.video_token)
-    prefix_ids, suffix_ids = (torch.tensor([processor.tokenizer(text)["input_ids"]], device=device)
-                              for text in (before, after))
     image_size, chunk_frames = config.vision_config.image_size, spec["chunk_frames"]
 
     probe = _MemoryProbe(device)
-    if spec.get("video"):
-        chunks = (chunk["pixel_values_videos"] for chunk in
-                  processor.video_chunks(spec["video"], chunk_frames, num_frames=spec["frames"]))
-    else:
-        chunks = _random_pixel_chunks(spec["frames"], chunk_frames, image_size, spec["seed"] + 1)
+    video = spec.get("video") or _RandomVideo(spec["frames"], image_size, spec["seed"] + 1)
+    messages = [{"role": "user", "content": [{"type": "video", "video": video},
+                                             {"type": "text", "text": spec["question"]}]}]
     new_tokens = spec["new_tokens"]
     start = time.perf_counter()
     with torch.inference_mode():
-        state = model.feed(model.new_state(), input_ids=prefix_ids)
-        model.stream_video(state, chunks)
-        _sync(device)
-        streamed = time.perf_counter() - start
-        seen = state.seen_tokens
-        mask = torch.ones(1, seen + suffix_ids.shape[1], dtype=torch.long, device=device)
-        output = model.generate(suffix_ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                do_sample=False, pad_token_id=0, **{CACHE_NAME: state})
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                               processor_kwargs={"num_frames": spec["frames"]}).to(device)
+        output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                chunk_frames=chunk_frames, return_dict_in_generate=True)
     _sync(device)
     seconds = time.perf_counter() - start
     memory = probe.result()
     tokens_per_frame = processor.tokens_per_frame
-    frames = (seen - prefix_ids.shape[1]) // tokens_per_frame
+    frames = int(inputs["video_frame_counts"][0])
+    prompt_tokens = inputs["input_ids"].shape[1] - frames * tokens_per_frame
     Path(spec["out"]).write_text(json.dumps({
         **memory, "frames": frames, "source": "video file (PyAV + processor)" if spec.get("video") else "random pixels",
         "visual_tokens": frames * tokens_per_frame, "tokens_per_frame": tokens_per_frame,
-        "prompt_tokens": prefix_ids.shape[1] + suffix_ids.shape[1],
-        "answer_tokens": output.shape[1] - suffix_ids.shape[1],
-        "state_bytes": _state_bytes(state), "describe_s": seconds, "stream_s": streamed,
-        "frames_per_s": frames / streamed, "parameters": sum(p.numel() for p in model.parameters()),
-        "threads": torch.get_num_threads(),
+        "prompt_tokens": prompt_tokens, "answer_tokens": output.sequences.shape[1] - inputs["input_ids"].shape[1],
+        "state_bytes": _state_bytes(output.cache if hasattr(output, "cache") else output.past_key_values),
+        "describe_s": seconds, "frames_per_s": frames / seconds,
+        "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
     }))
 
 
@@ -1518,7 +1512,7 @@ def _latency_worker(spec_path: str):
     device, dtype = _worker_setup(spec)
     from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
     from auroralong_hf.modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6ForCausalLM
-    from auroralong_hf.processing.tokenization_rwkv_world import RwkvWorldTokenizer
+    from auroralong_hf.processing.processing_auroralong import AuroraLongProcessor
 
     torch.manual_seed(spec["seed"])
     text = Rwkv6Config(**spec["text_config"])
@@ -1531,7 +1525,8 @@ def _latency_worker(spec_path: str):
         config = transformer_config(spec["text_config"], spec["transformer"], spec["attn"])
         model = (Qwen2ForCausalLM if spec["transformer"] == "qwen2" else LlamaForCausalLM)(config)
     model = model.to(device=device, dtype=dtype).eval()
-    prefix_ids, suffix_ids = (ids.to(device) for ids in _prompt_ids(RwkvWorldTokenizer(), spec["question"]))
+    processor = AuroraLongProcessor.from_vision_config()
+    prefix_ids, suffix_ids = (ids.to(device) for ids in _prompt_ids(processor, spec["question"]))
     tpf, width, chunk_frames = spec["tokens_per_frame"], text.hidden_size, spec["chunk_frames"]
 
     def timed(fn):

@@ -1,19 +1,16 @@
 """`auroralong describe [VIDEO] [-q QUESTION]`: answer a question about a video and say what it cost.
 
-The pipeline is the streaming one, so memory does not grow with the video's length:
+It runs the transformers main path, which streams, so memory does not grow with the video's length:
+`processor.apply_chat_template(messages, tokenize=True, ...)` plans the sampled frames (a demux pass, nothing
+decoded) and hands the video over as a `LazyVideo`; `model.generate(**inputs)` feeds the prompt into the RNN state
+with the video decoded and encoded `--chunk-frames` frames at a time (modeling/streaming.py), then answers, greedy
+unless `--sample`, until the model's generation config stops it ("\\n\\n") or after `--max-new-tokens`.
 
-1. the prompt is the sandwich chat template rendered for the question and split at its single `<video>`:
-   prefix "User: Q\\n", suffix "\\nQ\\n\\nAssistant:";
-2. the prefix's tokens go into a fresh RNN state (`model.feed`);
-3. the video is decoded `--chunk-frames` sampled frames at a time (`processor.video_chunks`) and each chunk goes
-   through the S-ToMe tower and the projector into the state (`model.stream_video`); one chunk exists at a time;
-4. `model.generate` continues from the state with the suffix, greedy unless `--sample`, stopping at "\\n\\n"
-   (World token 261) or after `--max-new-tokens`.
-
-`--save-state PATH` writes the state after the video (`Rwkv6Cache.save`); `--state PATH` answers a new question
-from such a file without the video: only the suffix (with the new question) is fed. The question of the run that
-saved the state stays in it (the prefix); the sandwich repeats the question after the video, which is what the
-answer follows. A state of another geometry (layers, width, heads) is refused.
+`--save-state PATH` writes the state after the video (`Rwkv6Cache.save`): the prompt up to the video's last visual
+token is prefilled (`model.prefill`), saved, and the rest of the prompt answered from it. `--state PATH` answers a
+new question from such a file without the video: only the text after the video (with the new question) is fed.
+The question of the run that saved the state stays in it; the sandwich repeats the question after the video, which
+is what the answer follows. A state of another geometry (layers, width, heads) is refused.
 
 Frames: the processor's sampling (1 fps unless the model folder's processor says otherwise), `--fps F` or
 `--num-frames N` (N frames spread evenly). `--max-frames M` (default 7200, two hours at 1 fps; 0: no cap) is a
@@ -55,7 +52,6 @@ DEFAULT_MAX_FRAMES = 7200
 DEFAULT_CHUNK_FRAMES = 8
 EMBEDDED_SIZE = "small"
 EMBEDDED_SEED = 0
-STOP_TOKEN_ID = 261  # "\n\n" in the World vocabulary: the end of an answer
 SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample.mp4"
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
@@ -170,30 +166,14 @@ def load_model(model_dir=None, *, token_kept_ratio=None, dtype=None, device="cpu
         raise ValueError(f"{folder}: {error}") from None
     except OSError as error:  # transformers' "no file named ..." and unreadable files
         raise ValueError(f"{folder}: cannot load the model: {error}") from None
-    if token_kept_ratio is None and processor.tokens_per_frame != _tokens_per_frame(model):
+    if token_kept_ratio is not None:  # the override changes the tower's output; placeholders must follow it
+        processor.tokens_per_frame = model.tokens_per_frame
+    elif processor.tokens_per_frame != model.tokens_per_frame:
         raise ValueError(
             f"{folder}: the processor expects {processor.tokens_per_frame} tokens per frame but the vision tower "
-            f"gives {_tokens_per_frame(model)}: the processor and the model do not belong together."
+            f"gives {model.tokens_per_frame}: the processor and the model do not belong together."
         )
     return model.to(device).eval(), processor, str(folder), False
-
-
-def _tokens_per_frame(model) -> int:
-    from .modeling.configuration_siglip_tome import tokens_per_frame
-
-    return tokens_per_frame(model.config.vision_config)
-
-
-def prompt_pieces(processor, question: str) -> tuple[str, str]:
-    """The chat template rendered for one video and `question`, split at its `<video>`: (prefix, suffix)."""
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    pieces = rendered.split(processor.video_token)
-    if len(pieces) != 2:
-        raise ValueError(
-            f"The chat template renders {len(pieces) - 1} {processor.video_token} placeholders for one video."
-        )
-    return pieces[0], pieces[1]
 
 
 # -------------------------------------------------------------------------------------------------------- memory
@@ -247,44 +227,27 @@ class PeakMemory:
 # ------------------------------------------------------------------------------------------------------ describe
 
 
-def _planned_frames(processor, video, sampling: dict) -> int:
-    """How many frames the processor will sample from `video` (a demux pass: only the first frame is decoded)."""
-    from .processing.video_io import probe_video, sample_frame_indices
+class _ProgressVideo:
+    """A lazy video that advances a progress bar as the model reads its chunks, and names how far decoding got
+    when it fails part-way."""
 
-    rule = {
-        "fps": processor.fps, "num_frames": processor.num_frames, "max_frames": processor.max_frames,
-        "include_last_frame": processor.include_last_frame,
-    }
-    rule.update(sampling)
-    _, timestamps = probe_video(video, backend=processor.video_backend)
-    try:
-        return len(sample_frame_indices(timestamps, **rule))
-    except ValueError as error:
-        raise ValueError(f"{video}: {error}") from None
+    def __init__(self, video, bar):
+        self.video, self.bar, self.num_frames = video, bar, video.num_frames
 
-
-def _stream_chunks(chunks, total: int, progress: bool):
-    """The chunks' pixels, a progress bar over frames (advanced once a chunk is consumed), and a clear error when
-    decoding fails part-way (the frames done so far are named)."""
-    from tqdm.auto import tqdm
-
-    done = 0
-    iterator = iter(chunks)
-    with tqdm(total=total, unit="frame", desc="frames", file=sys.stderr, disable=not progress, leave=False) as bar:
+    def chunks(self, chunk_frames: int):
+        done = 0
+        iterator = self.video.chunks(chunk_frames)
         while True:
             try:
-                chunk = next(iterator)
+                pixels = next(iterator)
             except StopIteration:
-                break
+                return
             except ValueError as error:
-                raise ValueError(
-                    f"decoding stopped after {done} of {total} sampled frames, no answer was generated: {error}"
-                ) from error
-            pixels = chunk["pixel_values_videos"]
-            count = pixels.shape[1]
+                raise ValueError(f"decoding stopped after {done} of {self.num_frames} sampled frames, no answer was "
+                                 f"generated: {error}") from error
             yield pixels
-            done += count
-            bar.update(count)
+            done += pixels.shape[0]
+            self.bar.update(pixels.shape[0])
 
 
 def _state_bytes(state) -> int:
@@ -326,8 +289,9 @@ def describe(
     """Answer `question` about `video` (default: the shipped sample clip) by streaming it into the RNN state, or
     from a saved `state`; returns the answer and its cost (see the module docstring)."""
     import torch
+    from tqdm.auto import tqdm
 
-    from .modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache
+    from .modeling.modeling_rwkv6 import Rwkv6Cache
 
     if state is not None and video is not None:
         raise ValueError("Give a VIDEO or --state, not both (--state answers from a video already read).")
@@ -357,9 +321,7 @@ def describe(
     model, processor, label, untrained = load_model(model_dir, token_kept_ratio=token_kept_ratio, dtype=dtype,
                                                     device=device)
     load_seconds = time.perf_counter() - start
-    tokenizer = processor.tokenizer
-    prefix, suffix = prompt_pieces(processor, question)
-    per_frame = _tokens_per_frame(model)
+    per_frame = model.tokens_per_frame
     if progress is None:
         progress = sys.stderr.isatty()
     # --fps also clears a num_frames the folder's processor may set (it would win over fps); neither: the processor's
@@ -369,42 +331,48 @@ def describe(
 
     memory = PeakMemory(device)
     start = time.perf_counter()
+    options = {"max_new_tokens": max_new_tokens, "do_sample": sample, "chunk_frames": chunk_frames}
+    if sample:
+        torch.manual_seed(seed)
     with torch.inference_mode():
         if state is not None:
             rnn = Rwkv6Cache.load(state, model.config.text_config, device=model.device)
             rnn.attn_shift[:] = [t.to(model.dtype) for t in rnn.attn_shift]
             rnn.ffn_shift[:] = [t.to(model.dtype) for t in rnn.ffn_shift]
-            frames = 0
+            frames, state_bytes = 0, _state_bytes(rnn)
+            _, after_video = processor.video_prompt_pieces(question)
+            inputs = processor(text=after_video).to(model.device)
+            output = model.generate(**inputs, cache=rnn, **options)
         else:
-            frames = _planned_frames(processor, video, sampling)
+            messages = [{"role": "user", "content": [{"type": "video", "video": video},
+                                                     {"type": "text", "text": question}]}]
+            inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True, processor_kwargs=sampling).to(model.device)
+            frames = int(inputs["video_frame_counts"][0])
             if max_frames and frames > max_frames:
                 raise ValueError(
                     f"{video}: sampling gives {frames} frames, more than the cap --max-frames {max_frames}; lower "
                     "--fps, ask for --num-frames, or raise the cap (0: none)."
                 )
-            rnn = model.new_state(1)
-            model.feed(rnn, torch.tensor([tokenizer.encode(prefix)], device=model.device))
-            separator = None
-            if processor.frame_separator:
-                separator = torch.tensor(tokenizer.encode(processor.frame_separator), device=model.device)
-            chunks = processor.video_chunks(video, chunk_frames=chunk_frames, **sampling)
-            model.stream_video(rnn, _stream_chunks(chunks, frames, progress), separator_ids=separator)
-            if save_state is not None:
-                _write_state(rnn, save_state)
-        state_bytes = _state_bytes(rnn)
-        suffix_ids = tokenizer.encode(suffix)
-        if sample:
-            torch.manual_seed(seed)
-        output = model.generate(
-            torch.tensor([suffix_ids], device=model.device),
-            attention_mask=torch.ones(1, rnn.seen_tokens + len(suffix_ids), dtype=torch.long, device=model.device),
-            max_new_tokens=max_new_tokens, do_sample=sample, eos_token_id=STOP_TOKEN_ID, pad_token_id=0,
-            **{CACHE_NAME: rnn},
-        )
-    new_tokens = output[0, len(suffix_ids):].tolist()
+            with tqdm(total=frames, unit="frame", desc="frames", file=sys.stderr, disable=not progress,
+                      leave=False) as bar:
+                inputs["pixel_values_videos"] = [_ProgressVideo(inputs["pixel_values_videos"][0], bar)]
+                if save_state is not None:
+                    # the state after the video's last visual token is what a later --state run starts from
+                    ids = inputs["input_ids"]
+                    end = int((ids[0] == processor.video_token_id).nonzero().max()) + 1
+                    rnn = model.prefill(ids[:, :end], pixel_values_videos=inputs["pixel_values_videos"],
+                                        chunk_frames=chunk_frames)
+                    _write_state(rnn, save_state)
+                    output = model.generate(ids, cache=rnn, **options)
+                else:
+                    output = model.generate(**inputs, **options)
+            state_bytes = _state_bytes(model.new_state(1))
+        prompt_length = inputs["input_ids"].shape[1]
+    new_tokens = output[0, prompt_length:].tolist()
     seconds = time.perf_counter() - start
     peak = memory.peak()
-    answer = tokenizer.decode(new_tokens, skip_special_tokens=True).split("\n\n")[0].strip()
+    answer = processor.post_process_image_text_to_text([new_tokens])[0].strip()
     return {
         "answer": answer,
         "question": question,
@@ -477,4 +445,4 @@ def run_describe(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_QUESTION", "SAMPLE_CLIP", "check_model_folder", "describe", "prompt_pieces", "write_sample_clip"]
+__all__ = ["DEFAULT_QUESTION", "SAMPLE_CLIP", "check_model_folder", "describe", "write_sample_clip"]

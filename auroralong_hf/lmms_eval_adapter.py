@@ -39,7 +39,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
@@ -48,9 +47,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
-from .modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache
+from .modeling.modeling_rwkv6 import Rwkv6Cache
 from .processing.image_io import load_image
-from .processing.processing_auroralong import remove_placeholders
+from .processing.processing_auroralong import placeholder_kinds, remove_placeholders
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp"}
 # generation_kwargs keys that choose the frames of a task's videos (read here, not passed to generate)
@@ -281,8 +280,6 @@ class AuroraLongLmms(lmms):
                          "max_frames": self.processor.max_frames}
         model_args = {"fps": fps, "num_frames": num_frames, "max_frames_num": max_frames_num}
         self.sampling.update(self._task_sampling(model_args))
-        separator = self.processor.frame_separator
-        self.separator_ids = torch.tensor(self.tokenizer.encode(separator), device=self._device) if separator else None
         self.stop_strings = list(self.processor.stop_strings)
         self._warned_keys: set[str] = set()
         keep_loglikelihood_pairs()
@@ -407,26 +404,8 @@ class AuroraLongLmms(lmms):
         ValueError for a prompt whose placeholders and visuals disagree)."""
         state, last_id = self.prefill(prompt, self.sampling)
         targets = [self.tokenizer.encode(c if c[:1].isspace() else " " + c) for c in continuations]
-        length = 1 + max(len(t) for t in targets)
-        input_ids = torch.zeros(len(targets), length, dtype=torch.long)
-        mask = torch.zeros(len(targets), length, dtype=torch.long)
-        for row, target in enumerate(targets):  # right padding: masked positions are skipped by the RNN
-            input_ids[row, :1 + len(target)] = torch.tensor([last_id, *target])
-            mask[row, :1 + len(target)] = 1
-        states = Rwkv6Cache.stack([state] * len(targets))
-        logits = self.model(input_ids.to(self.device), attention_mask=mask.to(self.device), cache=states,
-                            use_cache=True).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        results = []
-        for row, target in enumerate(targets):
-            if not target:
-                results.append((0.0, True))
-                continue
-            wanted = torch.tensor(target, device=logprobs.device)
-            picked = logprobs[row, torch.arange(len(target)), wanted]
-            greedy = bool((logprobs[row, :len(target)].argmax(-1) == wanted).all())
-            results.append((-float(picked.mean()), greedy))
-        return results
+        scores = self.model.score_continuations(state, last_id, targets)
+        return [(-total / max(len(target), 1), greedy) for (total, greedy), target in zip(scores, targets, strict=True)]
 
     @torch.no_grad()
     def converse(self, first: Prompt, next_turn, gen_kwargs: dict) -> list[str]:
@@ -454,29 +433,35 @@ class AuroraLongLmms(lmms):
 
     def prefill(self, prompt: Prompt, sampling: dict, state: Rwkv6Cache | None = None) -> tuple[Rwkv6Cache, int]:
         """Feed the prompt (rendered with the sandwich chat template, ending in "Assistant:") into `state` (a new
-        one by default), each visual streamed at its placeholder; returns the state and the prompt's last token
-        id, left unfed so that decoding starts from it. Raises UnreadableVisual."""
+        one by default) through the model's streaming prefill; returns the state and the prompt's last token id,
+        left unfed so that decoding starts from it. Raises UnreadableVisual."""
         text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True)
-        ids = self.tokenizer.encode(text)
-        placeholders = {self.processor.image_token_id, self.processor.video_token_id}
-        found = sum(token in placeholders for token in ids[:-1])
-        if found != len(prompt.visuals):
+        found = len(placeholder_kinds(text))
+        if found != len(prompt.visuals):  # before any file is opened: the prompt itself is wrong
             raise ValueError(f"the prompt has {found} image/video placeholder(s) for {len(prompt.visuals)} visual(s) "
                              f"({', '.join(v.name for v in prompt.visuals) or 'none'})")
-        state = self.model.new_state() if state is None else state
-        visuals = iter(prompt.visuals)
-        pending: list[int] = []
-        for token in ids[:-1]:
-            if token not in placeholders:
-                pending.append(token)
-                continue
-            if pending:
-                self.model.feed(state, torch.tensor([pending], device=self.device))
-                pending = []
-            self._stream_visual(state, next(visuals), sampling)
-        if pending:
-            self.model.feed(state, torch.tensor([pending], device=self.device))
-        return state, ids[-1]
+        videos, images = [], []
+        for visual in prompt.visuals:
+            try:
+                if visual.is_image:
+                    images.append(load_image(visual.source))
+                else:
+                    window = {"start": visual.start, "end": visual.end}
+                    if visual.end_frame is not None:
+                        window["end"] = self._frame_time(visual)
+                    videos.append(self.processor.plan_video(visual.source, **sampling, **window))
+            except (OSError, ValueError, TypeError) as error:  # FileNotFoundError is an OSError
+                message = str(error) if visual.name in str(error) else f"{visual.name}: {error}"
+                raise UnreadableVisual(message) from error
+        inputs = self.processor(text=text, videos=videos or None, images=images or None)
+        ids = inputs["input_ids"].to(self.device)
+        try:
+            state = self.model.prefill(ids[:, :-1], pixel_values_videos=inputs.get("pixel_values_videos"),
+                                       pixel_values=inputs.get("pixel_values"), cache=state,
+                                       chunk_frames=self.chunk_frames)
+        except (OSError, ValueError) as error:  # a video that fails part-way through decoding
+            raise UnreadableVisual(str(error)) from error
+        return state, int(ids[0, -1])
 
     def _fail(self, requests: list[Instance], error: Exception) -> None:
         """Record, mark (for lmms_eval_scoring) and log a document that could not be answered."""
@@ -501,22 +486,6 @@ class AuroraLongLmms(lmms):
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _stream_visual(self, state: Rwkv6Cache, visual: Visual, sampling: dict) -> None:
-        try:
-            if visual.is_image:
-                pixels = self.processor.preprocess_frames(np.asarray(load_image(visual.source))[None])
-                self.model.stream_video(state, [pixels.to(self.dtype)])
-                return
-            window = {"start": visual.start, "end": visual.end}
-            if visual.end_frame is not None:
-                window["end"] = self._frame_time(visual)
-            chunks = self.processor.video_chunks(visual.source, self.chunk_frames, **sampling, **window)
-            frames = (chunk["pixel_values_videos"].to(self.dtype) for chunk in chunks)
-            self.model.stream_video(state, frames, separator_ids=self.separator_ids)
-        except (OSError, ValueError, TypeError) as error:  # FileNotFoundError is an OSError
-            message = str(error) if visual.name in str(error) else f"{visual.name}: {error}"
-            raise UnreadableVisual(message) from error
-
     @staticmethod
     def _frame_time(visual: Visual) -> float:
         """Seconds from the first frame to frame `end_frame` (MovieChat-1K counts its breakpoints in frames)."""
@@ -533,16 +502,11 @@ class AuroraLongLmms(lmms):
 
     def _decode(self, states: list[Rwkv6Cache], last_ids: list[int], options: dict, stops: list[str]) -> list[str]:
         """Generate from prefilled states (decoded together) and cut each answer at its first stop string."""
-        state = Rwkv6Cache.stack(states)
         input_ids = torch.tensor([[token] for token in last_ids], device=self.device)
-        mask = torch.ones(len(states), state.seen_tokens + 1, dtype=torch.long, device=self.device)
-        output = self.model.generate(
-            input_ids, attention_mask=mask, stop_strings=stops, tokenizer=self.tokenizer,
-            pad_token_id=self.tokenizer.pad_token_id, **options, **{CACHE_NAME: state},
-        )
+        output = self.model.generate(input_ids, cache=Rwkv6Cache.stack(states), stop_strings=stops,
+                                     tokenizer=self.tokenizer, **options)
         answers = []
-        for row in output[:, 1:]:
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
+        for text in self.processor.post_process_image_text_to_text(output[:, 1:]):
             cut = min((text.find(stop) for stop in stops if stop in text), default=len(text))
             answers.append(text[:cut].strip())
         return answers

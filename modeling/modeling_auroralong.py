@@ -2,10 +2,9 @@
 
 Each frame becomes `tokens_per_frame(vision_config)` visual tokens that replace the `<video>` placeholder tokens of
 the prompt (the processor expands them); the RNN reads them with the text, in order, carrying a state of constant
-size. `stream_video` feeds frames a chunk at a time into that state, so a video of any length costs the same memory.
+size. `generate` and `prefill` (streaming.py) feed frames a chunk at a time into that state, so a video of any
+length costs the same memory.
 """
-
-from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -15,8 +14,10 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_auroralong import AuroraLongConfig
+from .configuration_siglip_tome import tokens_per_frame
 from .modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6GenerationMixin, Rwkv6Model, resolve_cache_argument
 from .modeling_siglip_tome import SiglipToMeVisionModel
+from .streaming import DEFAULT_CHUNK_FRAMES, AuroraLongStreamingMixin, frame_chunks, frame_count, video_list
 
 
 class AuroraLongMultiModalProjector(nn.Module):
@@ -76,21 +77,15 @@ class AuroraLongModel(AuroraLongPreTrainedModel):
             features.append(self.multi_modal_projector(tower.last_layer_state))
         return torch.cat(features)
 
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, video_frame_counts=None,
+    def get_video_features(self, pixel_values_videos, video_frame_counts=None,
                            frames_per_pass: int = 16) -> torch.FloatTensor:
-        """pixel_values_videos [V, F, 3, H, W] (frames past each video's `video_frame_counts` [V] are padding)
-        -> the visual tokens of every real frame, video after video: [sum of frames, T_f, C]."""
-        if pixel_values_videos.dim() != 5:
-            raise ValueError(
-                "pixel_values_videos must be [videos, frames, 3, height, width], "
-                f"got {list(pixel_values_videos.shape)}."
-            )
-        if video_frame_counts is None:
-            frames = pixel_values_videos.flatten(0, 1)
-        else:
-            counts = video_frame_counts.tolist()
-            frames = torch.cat([video[:count] for video, count in zip(pixel_values_videos, counts, strict=True)])
-        return self.get_image_features(frames, frames_per_pass)
+        """The visual tokens of every real frame, video after video: [sum of frames, T_f, C].
+
+        pixel_values_videos: [V, F, 3, H, W] (frames past each video's `video_frame_counts` [V] are padding) or a
+        list of videos, each [F, 3, H, W] or a lazy video (the processor's `LazyVideo`, decoded here)."""
+        videos = video_list(pixel_values_videos, video_frame_counts)
+        return torch.cat([self.get_image_features(chunk, frames_per_pass) for video in videos
+                          for chunk in frame_chunks(video, frames_per_pass)])
 
     def embed(self, input_ids, pixel_values=None, pixel_values_videos=None, video_frame_counts=None):
         """input_ids [B, T] with placeholder tokens -> embeddings [B, T, C], visual tokens written in place."""
@@ -146,7 +141,7 @@ class AuroraLongModel(AuroraLongPreTrainedModel):
         )
 
 
-class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, Rwkv6GenerationMixin):
+class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongStreamingMixin, Rwkv6GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embeddings.weight"}
 
     def __init__(self, config: AuroraLongConfig):
@@ -163,6 +158,11 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, Rwkv6Generat
 
     def get_output_embeddings(self):
         return self.lm_head
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame or image: what the vision tower's S-ToMe schedule leaves of its patches."""
+        return tokens_per_frame(self.config.vision_config)
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
@@ -208,34 +208,88 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, Rwkv6Generat
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
         )
 
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values_videos=None,
+        video_frame_counts: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        cache: Rwkv6Cache | None = None,
+        past_key_values: Rwkv6Cache | None = None,
+        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        **kwargs,
+    ):
+        """transformers' `generate`, the prompt streamed: every prompt token but the last goes through `prefill`
+        (videos `chunk_frames` frames at a time, so memory does not grow with their length) and the decoding loop
+        starts from that state. Everything `generate` takes works as usual (beams, sampling, streamers,
+        `return_dict_in_generate`); `sequences` hold `input_ids` followed by the new tokens.
+
+        `cache` (or `past_key_values`): a state to continue, e.g. `Rwkv6Cache.load(path)` or the `cache` of an
+        earlier `return_dict_in_generate` output. It is not changed: the advanced state is the output's. With it,
+        `input_ids` are either the whole sequence (the state's `seen_tokens` first ones are skipped, as for any
+        transformers cache) or only new tokens: when they are no longer than what the state has seen, or when
+        `attention_mask` has `seen_tokens + new` columns. Visuals whose placeholders the state has already seen
+        may be passed again; they are skipped without being decoded.
+        """
+        state = resolve_cache_argument(cache, past_key_values)
+        if input_ids is None:  # inputs_embeds: transformers' own path
+            return super().generate(attention_mask=attention_mask, pixel_values_videos=pixel_values_videos,
+                                    video_frame_counts=video_frame_counts, pixel_values=pixel_values,
+                                    cache=state, **kwargs)
+        state = self.new_state(input_ids.shape[0]) if state is None else state.copy()
+        seen = state.seen_tokens
+        batch, length = input_ids.shape
+        if attention_mask is not None and attention_mask.shape[1] == seen + length or length <= seen:
+            new_from = 0  # input_ids are the new tokens only
+        else:
+            new_from = seen  # the whole sequence, its first `seen` tokens already in the state
+        new_ids = input_ids[:, new_from:]
+        if new_ids.shape[1] == 0:
+            raise ValueError(f"The state has seen {seen} tokens and input_ids hold {length}: nothing is left to feed.")
+        visual_ids = (self.config.video_token_id, self.config.image_token_id)
+        if torch.isin(new_ids[:, -1], torch.tensor(visual_ids, device=new_ids.device)).any():
+            raise ValueError("The prompt ends with a visual placeholder: end it with text (e.g. "
+                             "apply_chat_template(..., add_generation_prompt=True) ends it with 'Assistant:').")
+        mask = torch.ones(batch, seen + new_ids.shape[1], dtype=torch.long, device=input_ids.device)
+        if attention_mask is not None:
+            given = attention_mask[:, -new_ids.shape[1]:]
+            mask[:, -given.shape[1]:] = given
+        videos, images = self._unseen_visuals(new_ids, pixel_values_videos, video_frame_counts, pixel_values)
+        if new_ids.shape[1] > 1:
+            self.prefill(new_ids[:, :-1], mask[:, -new_ids.shape[1]:-1], videos, None, images, cache=state,
+                         chunk_frames=chunk_frames)
+        # transformers feeds `input_ids[:, seen_tokens:]` when the mask is as long as input_ids (and every id
+        # otherwise), so the state counts as seen exactly what precedes the prompt's last id in the ids passed on
+        ids = new_ids if new_from == 0 else input_ids
+        offset = state.seen_tokens - (ids.shape[1] - 1)
+        state.seen_tokens -= offset
+        output = super().generate(ids, attention_mask=mask[:, -ids.shape[1]:], cache=state, **kwargs)
+        state.seen_tokens += offset  # the output's state (return_dict_in_generate) counts everything it has seen
+        return output
+
+    def _unseen_visuals(self, new_ids, pixel_values_videos, video_frame_counts, pixel_values):
+        """The visuals of the placeholders in `new_ids` [B, N]: all of those given, or, when more were given (a
+        whole conversation again), the last ones, those before them belonging to tokens a state has seen."""
+        videos = video_list(pixel_values_videos, video_frame_counts)
+        per_frame = self.tokens_per_frame
+        needed = int((new_ids == self.config.video_token_id).sum())
+        given = [frame_count(video) * per_frame for video in videos]
+        skipped = 0
+        while skipped < len(videos) and sum(given[skipped:]) > needed:
+            skipped += 1
+        if sum(given[skipped:]) != needed:
+            skipped = 0  # no tail fits: prefill reports the disagreement
+        if pixel_values is not None:
+            pixel_values = pixel_values[pixel_values.shape[0] - int((new_ids == self.config.image_token_id).sum())
+                                        // per_frame:]
+        return videos[skipped:], pixel_values
+
     @torch.no_grad()
     def feed(self, state: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
              inputs_embeds: torch.FloatTensor | None = None) -> Rwkv6Cache:
         """Advance `state` over text ids [B, T] (no placeholders) or embeddings [B, T, C]; returns the state."""
         self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, cache=state, use_cache=True)
-        return state
-
-    @torch.no_grad()
-    def stream_video(self, state: Rwkv6Cache, frame_chunks: Iterable[torch.FloatTensor],
-                     separator_ids: torch.LongTensor | None = None) -> Rwkv6Cache:
-        """Feed a video into `state` chunk by chunk: frames [K, 3, H, W] (or [1, K, 3, H, W]) -> S-ToMe tower ->
-        projector -> RNN steps. Only one chunk's activations exist at a time, so memory does not grow with the
-        number of frames. `separator_ids` [S] are fed between consecutive frames (the processor's frame_separator).
-        Gives the state the all-at-once forward reaches after the video's placeholder run."""
-        separator = None if separator_ids is None else self.model.language_model.embed(separator_ids.view(1, -1))[0]
-        first = True
-        for chunk in frame_chunks:
-            frames = chunk[0] if chunk.dim() == 5 else chunk
-            features = self.model.get_image_features(frames.to(self.device))  # [K, T_f, C]
-            pieces = []
-            for frame_tokens in features:
-                if separator is not None and not first:
-                    pieces.append(separator)
-                pieces.append(frame_tokens)
-                first = False
-            self.feed(state, inputs_embeds=torch.cat(pieces).unsqueeze(0).to(self.dtype))
-        if first:
-            raise ValueError("stream_video received no frames.")
         return state
 
 

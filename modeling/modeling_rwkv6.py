@@ -146,8 +146,12 @@ class Rwkv6Cache(Cache):
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
-    def load(cls, path, config: Rwkv6Config, device=None) -> "Rwkv6Cache":
-        """Read a state written by `save`; a file of another geometry or kind raises a clear error."""
+    def load(cls, path, config: Rwkv6Config | None = None, device=None) -> "Rwkv6Cache":
+        """Read a state written by `save`; its geometry (layers, batch, width, heads) comes from the file.
+
+        `config`: when given, a state of another geometry raises a clear error here rather than at the first
+        forward. A file of another kind, or whose tensors disagree in shape, raises ValueError naming it.
+        """
         from safetensors import safe_open
 
         try:
@@ -160,16 +164,40 @@ class Rwkv6Cache(Cache):
             raise ValueError(f"{path} is not a readable safetensors state file: {error}") from None
         if metadata.get("format") != "auroralong-rwkv6-state":
             raise ValueError(f"{path} is not an RWKV-6 state written by Rwkv6Cache.save.")
-        layers = config.num_hidden_layers
-        if any(f"{name}.{i}" not in tensors for name in ("attn_shift", "ffn_shift", "wkv") for i in range(layers)):
-            raise ValueError(f"{path} holds a state of another geometry (expected {layers} layers).")
-        batch = tensors["wkv.0"].shape[0]
-        state = cls(config, batch, device=device, dtype=tensors["attn_shift.0"].dtype)
-        for name in ("attn_shift", "ffn_shift", "wkv"):
-            getattr(state, name)[:] = [tensors[f"{name}.{i}"].to(device) for i in range(layers)]
+        layers = sum(1 for key in tensors if key.startswith("wkv."))
+        names = ("attn_shift", "ffn_shift", "wkv")
+        if not layers or any(f"{name}.{i}" not in tensors for name in names for i in range(layers)):
+            raise ValueError(f"{path}: the state's tensors are incomplete (every layer needs {', '.join(names)}).")
+        state = cls.__new__(cls)
+        Cache.__init__(state, layers=[])
+        for name in names:
+            setattr(state, name, [tensors[f"{name}.{i}"].to(device) for i in range(layers)])
+        shift, wkv = state.attn_shift[0], state.wkv[0]
+        consistent = (
+            wkv.dim() == 4 and wkv.shape[-1] == wkv.shape[-2] and shift.dim() == 2
+            and all(t.shape == shift.shape for t in state.attn_shift + state.ffn_shift)
+            and all(t.shape == wkv.shape for t in state.wkv)
+            and shift.shape == (wkv.shape[0], wkv.shape[1] * wkv.shape[2])
+        )
+        if not consistent:
+            raise ValueError(f"{path}: the state's tensors disagree in shape (not a state written by Rwkv6Cache.save).")
         state.seen_tokens = int(metadata.get("seen_tokens", 0))
-        state.check_compatible(config, batch)
+        if config is not None:
+            try:
+                state.check_compatible(config, state.batch_size)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
         return state
+
+    def select_rows(self, rows: list[int]) -> "Rwkv6Cache":
+        """A new state holding copies of the given rows, in that order (same `seen_tokens`)."""
+        picked = Rwkv6Cache.__new__(Rwkv6Cache)
+        Cache.__init__(picked, layers=[])
+        index = torch.tensor(rows, dtype=torch.long)
+        for name in ("attn_shift", "ffn_shift", "wkv"):
+            setattr(picked, name, [t.index_select(0, index.to(t.device)) for t in getattr(self, name)])
+        picked.seen_tokens = self.seen_tokens
+        return picked
 
     def crop(self, max_length: int):
         raise NotImplementedError(

@@ -10,7 +10,7 @@ the vision tower's S-ToMe schedule yields.
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +20,9 @@ from transformers import BatchFeature, ProcessorMixin
 from ..modeling.configuration_auroralong import SIGLIP_L_384_TOME
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
 from .image_io import load_image
-from .video_io import VideoFrames, frames_from_array, iter_video_chunks, load_video
+from .video_io import VideoFrames, VideoPlan, frames_from_array, load_video, plan_video
+
+LITERAL_MARK = "\u2063"  # INVISIBLE SEPARATOR: marks a placeholder tag that a user typed as text
 
 # User turn: "User: " + instruction + "\n" + visual tokens + "\n" + instruction + "\n\n" (VisualRWKV's sandwich);
 # a turn without visuals is "User: " + text + "\n\n"; answers are "Assistant: " + text + "\n\n", "\n\n" being the
@@ -40,6 +42,10 @@ SANDWICH_CHAT_TEMPLATE = (
     r"{%- endif -%}"
     r"{%- set text = text.replace('\r\n', '\n').split('\n') | reject('equalto', '') | join('\n') -%}"
     r"{%- set text = text.strip() -%}"
+    # a literal <video> / <image> typed in a message is text, not a placeholder: marked so the processor tells them
+    # apart (it restores the text and encodes it as plain bytes)
+    r"{%- set text = text.replace('<video>', '<" + LITERAL_MARK + r"video>')"
+    r".replace('<image>', '<" + LITERAL_MARK + r"image>') -%}"
     r"{%- if message.role == 'user' -%}"
     r"{{ 'User: ' + text + '\n' }}{%- if visuals -%}{{ visuals + '\n' + text + '\n' }}{%- endif -%}{{ '\n' }}"
     r"{%- elif message.role == 'assistant' -%}"
@@ -53,6 +59,12 @@ SANDWICH_CHAT_TEMPLATE = (
 
 STOP_STRING = "\n\n"
 _PLACEHOLDER = re.compile(r"<(video|image)>")
+_LITERAL_TAG = re.compile("<" + LITERAL_MARK + r"(video|image)>")
+# Per-call video arguments: the sampling rule (processing/video_io.py) and whether videos are streamed
+SAMPLING_ARGUMENTS = ("fps", "num_frames", "max_frames", "start", "end", "include_last_frame", "strict")
+# Tokenizer arguments a transformers caller (apply_chat_template, pipelines) may pass along; World adds no special
+# tokens, so add_special_tokens has nothing to do
+_TOKENIZER_ARGUMENTS = ("padding_side", "return_attention_mask", "add_special_tokens")
 _MARK = "\x00"
 
 
@@ -75,6 +87,76 @@ def placeholder_kinds(text: str) -> list[str]:
     return _PLACEHOLDER.findall(text)
 
 
+class LazyVideo:
+    """One video that the model reads chunk by chunk: its sampled frames are planned (counted and timed) when it
+    is made, and decoded and preprocessed only while `chunks` is iterated.
+
+    The model's streaming prefill takes any object with `num_frames` and `chunks(chunk_frames)`; this is the one
+    the processor makes (`pixel_values_videos` when videos are streamed). `chunks` can be iterated again (another
+    decoding pass), so one `LazyVideo` serves beams, retries and repeated questions.
+    """
+
+    def __init__(self, plan: VideoPlan, preprocess: Callable[[np.ndarray], torch.Tensor]):
+        self.plan = plan
+        self._preprocess = preprocess
+
+    @property
+    def num_frames(self) -> int:
+        """The number of frames `chunks` delivers."""
+        return len(self.plan)
+
+    @property
+    def timestamps(self) -> list[float]:
+        """The planned frames' times, seconds from the video's first frame."""
+        return list(self.plan.timestamps)
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __repr__(self) -> str:
+        return f"LazyVideo({self.plan.label!r}, frames={self.num_frames})"
+
+    def chunks(self, chunk_frames: int = 16) -> Iterator[torch.Tensor]:
+        """Pixel values [K, 3, S, S] float32 of `chunk_frames` frames at a time (the last chunk may be shorter).
+
+        Raises ValueError (naming the file) when decoding fails part-way or delivers another number of frames than
+        planned."""
+        delivered = 0
+        for chunk in self.plan.chunks(chunk_frames):
+            delivered += len(chunk)
+            yield self._preprocess(chunk.frames)
+        if delivered != self.num_frames:
+            raise ValueError(f"{self.plan.label}: decoding gave {delivered} frames, {self.num_frames} were planned")
+
+    def load(self) -> torch.Tensor:
+        """Every frame at once: pixel values [F, 3, S, S] float32."""
+        return torch.cat(list(self.chunks()))
+
+
+def _is_frame(item) -> bool:
+    return isinstance(item, Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3))
+
+
+def _flatten_visuals(visuals, is_video: bool) -> list:
+    """One visual, a list, or one list per prompt (apply_chat_template's nesting) -> a flat list. A list of frames
+    (PIL images, [H, W, C] arrays) is ONE video; for images a 4-D array is a batch of images."""
+    if visuals is None:
+        return []
+    if isinstance(visuals, (list, tuple)):
+        if is_video and visuals and all(_is_frame(item) for item in visuals):
+            return [visuals]
+        flat = []
+        for item in visuals:
+            if isinstance(item, (list, tuple)):
+                flat += _flatten_visuals(item, is_video)
+            else:
+                flat.append(item)
+        return flat
+    if not is_video and isinstance(visuals, (np.ndarray, torch.Tensor)) and visuals.ndim == 4:
+        return list(visuals)
+    return [visuals]
+
+
 class AuroraLongProcessor(ProcessorMixin):
     """World tokenizer + SigLIP (Pillow) image processor + video decoding and sampling.
 
@@ -91,6 +173,8 @@ class AuroraLongProcessor(ProcessorMixin):
         pad_to_square: Pad frames to a square (with the normalisation mean, i.e. grey) before resizing, keeping the
             aspect ratio, instead of squashing them to the square input size.
         video_backend: "pyav" (default) or "decord" (when installed).
+        stream_videos: Hand videos to the model as `LazyVideo`s it decodes chunk by chunk (constant memory) rather
+            than as one tensor of every frame (see `__call__`).
         strict_decoding: Fail on a damaged packet or frame instead of replacing lost sampled frames with the
             nearest good ones (video_io's `strict`).
     """
@@ -109,6 +193,7 @@ class AuroraLongProcessor(ProcessorMixin):
         pad_to_square: bool = False,
         video_backend: str = "pyav",
         strict_decoding: bool = False,
+        stream_videos: bool = True,
         **kwargs,
     ):
         self.vision_config = dict(SIGLIP_L_384_TOME if vision_config is None else vision_config)
@@ -120,6 +205,7 @@ class AuroraLongProcessor(ProcessorMixin):
         self.pad_to_square = pad_to_square
         self.video_backend = video_backend
         self.strict_decoding = strict_decoding
+        self.stream_videos = stream_videos
         super().__init__(image_processor, tokenizer, chat_template=chat_template or SANDWICH_CHAT_TEMPLATE)
 
         vision = SiglipToMeVisionConfig(**{k: v for k, v in self.vision_config.items() if k != "model_type"})
@@ -156,63 +242,80 @@ class AuroraLongProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         images=None,
         videos=None,
-        return_tensors: str = "pt",
+        return_tensors: str | None = "pt",
         padding: bool | str = True,
-        **sampling,
+        stream_videos: bool | None = None,
+        **kwargs,
     ) -> BatchFeature:
-        """Tokenised text with expanded placeholders, and the pixels of every video and image.
+        """Token ids with expanded placeholders, and every video and image ready for the model.
 
-        text: one prompt or a batch; each `<video>` / `<image>` in it takes the next video / image, in order.
-        videos: one video or a list of them; a video is a path, an open file, a list of PIL images, or a
-            [F, H, W, C] / [F, C, H, W] uint8 array or tensor. images: one image or a list (PIL, path, array).
-        sampling: fps, num_frames, max_frames, start, end, include_last_frame, strict for this call.
+        text: one prompt or a batch; each `<video>` / `<image>` in it takes the next video / image, in order (a tag
+            that `apply_chat_template` marked as typed text stays text).
+        videos: one video, a list of them, or one list per prompt (as `apply_chat_template` passes them); a video is
+            a path, an open binary file, a list of PIL images / arrays, or an [F, H, W, C] / [F, C, H, W] uint8
+            array or tensor. images: likewise (PIL, path, [H, W, C] array; a 4-D array is a batch of images).
+        stream_videos: True (default: the processor's `stream_videos`): each video is planned here (a demux pass
+            counts its sampled frames; nothing is decoded) and `pixel_values_videos` is a list of `LazyVideo` that
+            the model decodes chunk by chunk as it reads them, so memory does not grow with the video's length.
+            False: every sampled frame is decoded here into one [V, F_max, 3, S, S] tensor (training, `forward`).
+        kwargs: video sampling for this call (fps, num_frames, max_frames, start, end, include_last_frame, strict;
+            `do_sample_frames=False` takes every frame) and padding_side / return_attention_mask for the tokenizer.
+            Anything else raises TypeError: no argument is dropped silently.
 
-        Returns input_ids / attention_mask [B, L] (left padded), pixel_values_videos [V, F_max, 3, H, W]
-        (zero frames after each video's end), video_frame_counts [V], pixel_values [I, 3, H, W].
+        Returns input_ids / attention_mask [B, L] (left padded), `pixel_values_videos` (V `LazyVideo`, or the
+        [V, F_max, 3, S, S] tensor with zero frames after each video's end) with `video_frame_counts` [V], and
+        `pixel_values` [I, 3, S, S].
         """
         if text is None:
             raise ValueError("AuroraLongProcessor needs text (with one <video>/<image> placeholder per visual).")
+        sampling, tokenizer_kwargs = self._call_arguments(kwargs)
+        stream = self.stream_videos if stream_videos is None else bool(stream_videos)
         texts = [text] if isinstance(text, str) else list(text)
-        video_list = self._as_list(videos, is_video=True)
-        image_list = self._as_list(images, is_video=False)
-        expected = ((self.video_token, video_list, "videos"), (self.image_token, image_list, "images"))
-        for placeholder, given, kind in expected:
-            found = sum(t.count(placeholder) for t in texts)
+        video_list = _flatten_visuals(videos, is_video=True)
+        image_list = _flatten_visuals(images, is_video=False)
+        for kind, given in (("video", video_list), ("image", image_list)):
+            found = sum(placeholder_kinds(t).count(kind) for t in texts)
             if found != len(given):
                 raise ValueError(
-                    f"The text has {found} {placeholder} placeholder(s) but {len(given)} {kind} were given."
+                    f"The text has {found} <{kind}> placeholder(s) but {len(given)} {kind}s were given (a chat "
+                    f"block {{'type': '{kind}'}} needs a '{kind}', 'path' or 'url' key; a <{kind}> typed in a "
+                    "message's text stays text with apply_chat_template)."
                 )
 
         data = {}
         frame_counts = []
         if video_list:
-            clips = [self.preprocess_frames(self.load_video(video, **sampling).frames) for video in video_list]
-            frame_counts = [clip.shape[0] for clip in clips]
-            longest = max(frame_counts)
-            data["pixel_values_videos"] = torch.stack(
-                [torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, 0, 0, longest - clip.shape[0])) for clip in clips]
-            )
+            lazy = [self.plan_video(video, **sampling) for video in video_list]
+            frame_counts = [int(video.num_frames) for video in lazy]
+            if stream:
+                data["pixel_values_videos"] = lazy
+            else:
+                clips = [torch.cat(list(video.chunks(16))) for video in lazy]
+                longest = max(frame_counts)
+                data["pixel_values_videos"] = torch.stack([
+                    torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, 0, 0, longest - clip.shape[0])) for clip in clips
+                ])
             data["video_frame_counts"] = torch.tensor(frame_counts)
         if image_list:
             data["pixel_values"] = torch.cat([self.preprocess_frames(self._image_array(image)) for image in image_list])
 
-        expanded = self._expand_placeholders(texts, frame_counts, len(image_list))
-        encoding = self.tokenizer(expanded, padding=padding, return_tensors=return_tensors)
-        return BatchFeature(data={**encoding, **data}, tensor_type=return_tensors)
+        counts = iter(frame_counts)
+        ids = [self._encode(t, counts) for t in texts]
+        encoding = self.tokenizer.pad({"input_ids": ids}, padding=padding, **tokenizer_kwargs)
+        return BatchFeature(data={**encoding, **data}, tensor_type=return_tensors,
+                            skip_tensor_conversion=["pixel_values_videos"] if stream else None)
+
+    def plan_video(self, video, **sampling) -> "LazyVideo":
+        """One video with this processor's sampling (overridable per call), planned but not decoded. A lazy video
+        already (a `LazyVideo`, or any object with `num_frames` and `chunks(chunk_frames)` yielding preprocessed
+        [K, 3, S, S] pixel values) is taken as it is."""
+        if hasattr(video, "num_frames") and hasattr(video, "chunks"):
+            return video
+        return LazyVideo(plan_video(video, **self._sampling(sampling)), self.preprocess_frames)
 
     def load_video(self, video, **sampling) -> VideoFrames:
         """Decode and sample one video with this processor's settings (overridable per call)."""
         return load_video(video, **self._sampling(sampling))
-
-    def video_chunks(self, video, chunk_frames: int, **sampling) -> Iterator[BatchFeature]:
-        """Stream a video of any length: [1, K, 3, H, W] pixel values of K sampled frames at a time, plus their
-        frame indices and timestamps; only one chunk is held at a time."""
-        for chunk in iter_video_chunks(video, chunk_frames, **self._sampling(sampling)):
-            yield BatchFeature({
-                "pixel_values_videos": self.preprocess_frames(chunk.frames).unsqueeze(0),
-                "frame_indices": torch.tensor(chunk.indices),
-                "timestamps": torch.tensor(chunk.timestamps, dtype=torch.float64),
-            })
 
     def preprocess_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[F, H, W, 3] uint8 -> [F, 3, S, S] float: optional pad to square, resize, rescale, normalise."""
@@ -232,29 +335,23 @@ class AuroraLongProcessor(ProcessorMixin):
     def decode(self, *args, **kwargs):
         return self.tokenizer.decode(*args, **kwargs)
 
-    def apply_chat_template(self, conversation, add_generation_prompt: bool = True, tokenize: bool = False,
-                            return_tensors: str = "pt", **kwargs):
-        """Render messages with the sandwich template; with `tokenize=True` also load their videos and images.
+    def video_prompt_pieces(self, question: str) -> tuple[str, str]:
+        """The chat template rendered for one video and `question` with the generation prompt, split at its
+        `<video>`: (text before the video, text after it) — "User: Q\\n" and "\\nQ\\n\\nAssistant:" with the
+        sandwich template. For answering a new question from a state that has read a video."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        rendered = self.apply_chat_template(messages, add_generation_prompt=True)
+        pieces = rendered.split(self.video_token)
+        if len(pieces) != 2:
+            raise ValueError(
+                f"The chat template renders {len(pieces) - 1} {self.video_token} placeholders for one video."
+            )
+        return pieces[0], pieces[1]
 
-        Video blocks are `{"type": "video", "video" | "path" | "url": ...}` (local paths, files or frames), image
-        blocks `{"type": "image", "image" | "path" | "url": ...}`.
-        """
-        prompt = super().apply_chat_template(
-            conversation, add_generation_prompt=add_generation_prompt, tokenize=False, **kwargs
-        )
-        if not tokenize:
-            return prompt
-        videos, images = [], []
-        for message in conversation:
-            if isinstance(message["content"], str):
-                continue
-            for block in message["content"]:
-                if block.get("type") in ("video", "image"):
-                    source = next((block[key] for key in (block["type"], "path", "url") if key in block), None)
-                    if source is None:
-                        raise ValueError(f"A {block['type']} block has no '{block['type']}', 'path' or 'url': {block}")
-                    (videos if block["type"] == "video" else images).append(source)
-        return self(text=prompt, videos=videos or None, images=images or None, return_tensors=return_tensors)
+    def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
+        """Decode generated ids [B, T] to text, without the stop string ("\\n\\n") that ends an answer."""
+        texts = self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+        return [text.removesuffix(STOP_STRING) for text in texts]
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -270,28 +367,54 @@ class AuroraLongProcessor(ProcessorMixin):
         sampling.update(overrides)
         return sampling
 
-    def _expand_placeholders(self, texts: list[str], frame_counts: list[int], num_images: int) -> list[str]:
-        videos = iter(frame_counts)
-        image_run = self.image_token * self.tokens_per_frame
-        expanded = []
-        for text in texts:
-            pieces = text.split(self.video_token)
-            text = pieces[0] + "".join(self.video_placeholder(next(videos)) + piece for piece in pieces[1:])
-            expanded.append(text.replace(self.image_token, image_run))
-        return expanded
-
     @staticmethod
-    def _as_list(visuals, is_video: bool) -> list:
-        """One visual or a list of them -> a list (a list of PIL images is ONE video, not several)."""
-        if visuals is None:
-            return []
-        if isinstance(visuals, (list, tuple)):
-            if is_video and visuals and all(isinstance(item, Image.Image) for item in visuals):
-                return [visuals]
-            return list(visuals)
-        if isinstance(visuals, (np.ndarray, torch.Tensor)) and not is_video and visuals.ndim == 4:
-            return list(visuals)  # a batch of images
-        return [visuals]
+    def _call_arguments(kwargs: dict) -> tuple[dict, dict]:
+        """`__call__`'s extra arguments -> (video sampling, tokenizer arguments); TypeError for any other."""
+        kwargs = dict(kwargs)
+        if kwargs.pop("audio", None) is not None:  # apply_chat_template always passes audio=
+            raise ValueError("AuroraLong reads no audio; remove the audio from the inputs.")
+        sampling = {key: kwargs.pop(key) for key in SAMPLING_ARGUMENTS if key in kwargs}
+        if kwargs.pop("do_sample_frames", True) is False:  # transformers' switch: every frame, no sampling
+            sampling.update(fps=None, num_frames=None)
+        tokenizer_kwargs = {key: kwargs.pop(key) for key in _TOKENIZER_ARGUMENTS if key in kwargs}
+        tokenizer_kwargs.pop("add_special_tokens", None)
+        if kwargs:
+            raise TypeError(
+                f"AuroraLongProcessor got unknown argument(s) {sorted(kwargs)}; it takes the video sampling arguments "
+                f"{', '.join(SAMPLING_ARGUMENTS)}, do_sample_frames, stream_videos, padding, padding_side, "
+                "return_attention_mask and return_tensors."
+            )
+        return sampling, tokenizer_kwargs
+
+    def _encode(self, text: str, frame_counts: Iterator[int]) -> list[int]:
+        """One prompt -> ids: text pieces through the tokenizer, each placeholder expanded to its run of ids, a tag
+        marked as typed text encoded as the plain bytes of the tag."""
+        ids = []
+        for position, piece in enumerate(_PLACEHOLDER.split(text)):  # text, kind, text, kind, ..., text
+            if position % 2:
+                if piece == "video":
+                    ids += self.video_placeholder_ids(next(frame_counts))
+                else:
+                    ids += [self.image_token_id] * self.tokens_per_frame
+                continue
+            for inner, part in enumerate(_LITERAL_TAG.split(piece)):
+                if inner % 2:
+                    ids += self.tokenizer.encode_bytes(f"<{part}>".encode())
+                elif part:
+                    ids += self.tokenizer.encode(part, add_special_tokens=False)
+        return ids
+
+    def video_placeholder_ids(self, num_frames: int) -> list[int]:
+        """The ids of one `<video>` of `num_frames` frames: a run of `tokens_per_frame` video token ids per frame,
+        the frame separator's ids between runs."""
+        run = [self.video_token_id] * self.tokens_per_frame
+        separator = []
+        if self.frame_separator:
+            separator = self.tokenizer.encode(self.frame_separator, add_special_tokens=False)
+        ids = list(run)
+        for _ in range(num_frames - 1):
+            ids += separator + run
+        return ids
 
     @staticmethod
     def _image_array(image) -> np.ndarray:
@@ -309,4 +432,7 @@ class AuroraLongProcessor(ProcessorMixin):
         return canvas
 
 
-__all__ = ["AuroraLongProcessor", "SANDWICH_CHAT_TEMPLATE", "STOP_STRING", "placeholder_kinds", "remove_placeholders"]
+__all__ = [
+    "AuroraLongProcessor", "LazyVideo", "SANDWICH_CHAT_TEMPLATE", "STOP_STRING", "placeholder_kinds",
+    "remove_placeholders",
+]

@@ -6,6 +6,8 @@ Entry points:
   (a list of PIL images / arrays / tensors, a numpy array or a torch tensor) -> `VideoFrames`.
 - `read_video(source, ...)`: a file -> the sampled frames, `[F, H, W, 3]` uint8 RGB, with their indices and times.
 - `iter_video_chunks(source, chunk_frames, ...)`: the same frames, `chunk_frames` at a time, one decoding pass.
+- `plan_video(video, ...)`: the frames the sampling picks, counted before any is decoded (`VideoPlan`), and
+  decoded `chunk_frames` at a time on demand; what the processor hands the model for streaming.
 - `probe_video(source)`: metadata and every frame's presentation time, from a demux pass (only the first frame is
   decoded, for its display rotation).
 - `sample_frame_indices(timestamps, ...)`: the sampling rule alone, on a list of frame times.
@@ -88,8 +90,10 @@ __all__ = [
     "VideoFrames",
     "VideoMetadata",
     "frames_from_array",
+    "VideoPlan",
     "iter_video_chunks",
     "load_video",
+    "plan_video",
     "probe_video",
     "read_video",
     "sample_frame_indices",
@@ -933,6 +937,64 @@ def read_video(
     return VideoFrames(frames, delivered, [state.timestamps[i] for i in delivered], metadata)
 
 
+class VideoPlan:
+    """The frames a sampling rule picks from one video, known before any of them is decoded.
+
+    Made by `plan_video` (a demux pass for a file; nothing for pre-decoded frames). `len(plan)` is the number of
+    frames `chunks` will deliver (a lost frame's stand-in keeps the count), `timestamps` their planned times in
+    seconds, `metadata` the video's. `chunks(chunk_frames)` decodes them in one pass, `chunk_frames` at a time, and
+    may be called again for another pass (a file object is rewound).
+    """
+
+    def __init__(self, source, sampling: dict | None = None):
+        self.is_file = isinstance(source, (str, os.PathLike)) or hasattr(source, "read")
+        if self.is_file:
+            options = dict(fps=1.0, num_frames=None, max_frames=None, start=None, end=None, include_last_frame=False,
+                           backend="pyav", strict=False)
+            options.update(sampling or {})
+            self._src, self._state, self.metadata, self.indices, self.timestamps = _plan(source, options)
+            self._backend, self._strict = options["backend"], options["strict"]
+            self.label = self._src.label
+        else:
+            self._frames = frames_from_array(source)
+            self.metadata, self.indices, self.timestamps = (
+                self._frames.metadata, self._frames.indices, self._frames.timestamps)
+            self.label = "<frames>"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"VideoPlan({self.label!r}, frames={len(self)})"
+
+    def chunks(self, chunk_frames: int) -> Iterator[VideoFrames]:
+        """The planned frames, `chunk_frames` at a time (the last chunk may be shorter); only the chunk being filled
+        is held. ValueError when decoding fails part-way (see the module docstring on damaged data)."""
+        if not _is_int(chunk_frames) or chunk_frames <= 0:
+            raise ValueError(f"{self.label}: chunk_frames must be an int > 0, got {chunk_frames!r}")
+        if not self.is_file:
+            return _chunks_of(self._frames, chunk_frames)
+        return _file_chunks(self._src, self._state, self.metadata, list(self.indices), list(self.timestamps),
+                            chunk_frames, self._backend, self._strict)
+
+
+def plan_video(video, **sampling) -> VideoPlan:
+    """Plan the frames `load_video(video, **sampling)` would give, without decoding them (see `VideoPlan`).
+
+    The arguments are checked and a file probed here, so bad input raises at the call.
+    """
+    unknown = set(sampling) - set(_SAMPLING_KEYS)
+    if unknown:
+        raise TypeError(f"plan_video got unexpected keyword arguments {sorted(unknown)}")
+    if not (isinstance(video, (str, os.PathLike, list, tuple, np.ndarray, VideoFrames)) or _torch_tensor(video)
+            or (hasattr(video, "read") and hasattr(video, "seek"))):
+        raise TypeError(
+            "a video must be a path, an open binary file object, a list of frames (PIL images / arrays), "
+            f"a uint8 array [F, H, W, C] or a torch tensor; got {type(video).__name__}"
+        )
+    return VideoPlan(video, sampling)
+
+
 def iter_video_chunks(source, chunk_frames: int, **sampling) -> Iterator[VideoFrames]:
     """`read_video`'s frames, `chunk_frames` at a time (the last chunk may be shorter), from one decoding pass.
 
@@ -947,12 +1009,7 @@ def iter_video_chunks(source, chunk_frames: int, **sampling) -> Iterator[VideoFr
     unknown = set(sampling) - set(_SAMPLING_KEYS)
     if unknown:
         raise TypeError(f"iter_video_chunks got unexpected keyword arguments {sorted(unknown)}")
-    if not is_file:
-        return _chunks_of(frames_from_array(source), chunk_frames)
-    options = dict(fps=1.0, num_frames=None, max_frames=None, start=None, end=None, include_last_frame=False,
-                   backend="pyav", strict=False)
-    options.update(sampling)
-    return _file_chunks(*_plan(source, options), chunk_frames, options["backend"], options["strict"])
+    return VideoPlan(source, sampling).chunks(chunk_frames)
 
 
 def _chunks_of(whole: VideoFrames, chunk_frames: int) -> Iterator[VideoFrames]:

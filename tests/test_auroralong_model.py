@@ -34,9 +34,10 @@ def frames(count, seed):
     return np.random.default_rng(seed).integers(0, 256, (count, 48, 64, 3), dtype=np.uint8)
 
 
-def ask(processor, video, question="What happens?"):
+def ask(processor, video, question="What happens?", stream_videos=False):
     messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, tokenize=True)
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                         processor_kwargs={"stream_videos": stream_videos})
 
 
 def test_forward_loss_and_placeholder_checks(model, processor):
@@ -52,31 +53,33 @@ def test_forward_loss_and_placeholder_checks(model, processor):
 
 
 def test_streaming_equals_all_at_once(model, processor):
+    """prefill (K frames at a time) reaches the state of the all-at-once forward; generate (which streams) answers
+    as a greedy loop after that forward."""
     inputs = ask(processor, frames(5, 1))
-    full = model(**inputs)
-    ids = inputs["input_ids"][0].tolist()
-    first, last = ids.index(65535), len(ids) - ids[::-1].index(65535)
-    state = model.feed(model.new_state(), torch.tensor([ids[:first]]))
-    pixels = inputs["pixel_values_videos"][0]
-    model.stream_video(state, [pixels[:2], pixels[2:4], pixels[4:]])  # K = 2 frames at a time
-    model.feed(state, torch.tensor([ids[last:-1]]))
-    streamed = model(torch.tensor([ids[-1:]]), cache=state, use_cache=True)
-    assert (streamed.logits[0, -1] - full.logits[0, -1]).abs().max() <= 1e-4
-    # the same greedy answer, generated from the streamed state
-    whole = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    state = model.feed(model.new_state(), torch.tensor([ids[:first]]))
-    model.stream_video(state, [pixels[:3], pixels[3:]])
-    model.feed(state, torch.tensor([ids[last:-1]]))
-    continued = model.generate(torch.tensor([ids[-1:]]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               cache=state, max_new_tokens=6, do_sample=False)
-    assert torch.equal(continued[0, 1:], whole[0, len(ids):])
+    ids = inputs["input_ids"]
+    full = model(**inputs, use_cache=True)
+    for chunk_frames in (1, 2, 5):
+        state = model.prefill(ids[:, :-1], pixel_values_videos=inputs["pixel_values_videos"],
+                              video_frame_counts=inputs["video_frame_counts"], chunk_frames=chunk_frames)
+        assert state.seen_tokens == ids.shape[1] - 1
+        streamed = model(ids[:, -1:], cache=state, use_cache=True)
+        assert (streamed.logits[0, -1] - full.logits[0, -1]).abs().max() <= 1e-4
+    lazy = ask(processor, frames(5, 1), stream_videos=True)
+    assert lazy["pixel_values_videos"][0].num_frames == 5
+    answer = model.generate(**lazy, max_new_tokens=6, do_sample=False, chunk_frames=2)
+    assert torch.equal(answer[:, :ids.shape[1]], ids)
+    greedy, state, token = [], state_of(full), full.logits[:, -1].argmax(-1, keepdim=True)
+    for _ in range(6):
+        greedy.append(int(token))
+        token = model(token, cache=state, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+    assert answer[0, ids.shape[1]:].tolist() == greedy
 
 
 def test_stream_state_size_is_constant(model, processor):
-    pixels = ask(processor, frames(2, 2))["pixel_values_videos"][0]
     sizes = []
-    for chunks in (1, 6):
-        state = model.stream_video(model.new_state(), [pixels] * chunks)
+    for count in (1, 12):
+        inputs = ask(processor, frames(count, 2), stream_videos=True)
+        state = model.prefill(inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"], chunk_frames=2)
         sizes.append(sum(t.numel() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s))
     assert sizes[0] == sizes[1]
 
@@ -84,7 +87,7 @@ def test_stream_state_size_is_constant(model, processor):
 def test_batch_of_videos_of_different_lengths_equals_each_alone(model, processor):
     videos, questions = [frames(4, 3), frames(2, 4)], ["Describe it.", "What color?"]
     prompts = [processor.apply_chat_template([{"role": "user", "content": [
-        {"type": "video"}, {"type": "text", "text": q}]}]) for q in questions]
+        {"type": "video"}, {"type": "text", "text": q}]}], add_generation_prompt=True) for q in questions]
     batch = processor(text=prompts, videos=videos)
     together = model.generate(**batch, max_new_tokens=5, do_sample=False)[:, batch["input_ids"].shape[1]:]
     for row, (video, question) in enumerate(zip(videos, questions, strict=True)):
@@ -100,7 +103,7 @@ def test_one_encoding_many_questions_and_state_files(model, processor, tmp_path)
     encoded = state_of(model(input_ids=inputs["input_ids"][:, :last], pixel_values_videos=inputs["pixel_values_videos"],
                     use_cache=True))
     encoded.save(tmp_path / "video.state")
-    reloaded = Rwkv6Cache.load(tmp_path / "video.state", model.config.text_config)
+    reloaded = Rwkv6Cache.load(tmp_path / "video.state")  # the geometry comes from the file
     for question in ("What happens?", "Who is there?"):
         suffix = processor.tokenizer.encode(f"\n{question}\n\nAssistant:")
         whole = torch.tensor([ids[:last] + suffix])

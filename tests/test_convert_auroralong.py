@@ -102,7 +102,7 @@ def test_logits_match_the_composition_of_the_parts_with_merging_off(xtuner):
     assert len(model.model.vision_tower.encoder.layers) == 3
     processor = AutoProcessor.from_pretrained(out)
     processor.tokens_per_frame = 16 - 1  # no merges, token 0 dropped
-    inputs = processor(text=PROMPT, videos=frames(2))
+    inputs = processor(text=PROMPT, videos=frames(2), stream_videos=False)
     assert int((inputs["input_ids"] == VIDEO_ID).sum()) == 2 * 15
     with torch.no_grad():
         logits = model(**inputs).logits
@@ -115,7 +115,7 @@ def test_merging_on_converts_and_runs(xtuner):
     model = AutoModelForImageTextToText.from_pretrained(xtuner["out"]).eval()
     processor = AutoProcessor.from_pretrained(xtuner["out"])
     assert processor.tokens_per_frame == 6 and processor.image_processor.size == {"height": 64, "width": 64}
-    inputs = processor(text=PROMPT, videos=frames(3, seed=1))
+    inputs = processor(text=PROMPT, videos=frames(3, seed=1), stream_videos=False)
     assert int((inputs["input_ids"] == VIDEO_ID).sum()) == 3 * 6
     with torch.no_grad():
         tower = model.model.vision_tower(inputs["pixel_values_videos"][0])
@@ -130,7 +130,7 @@ def test_cli_ratio_one_gives_zero_merges_and_the_same_model(xtuner, tmp_path, ca
     report = json.loads(capsys.readouterr().out)
     assert report["switches"]["vision_config.tome_r"]["value"] == [0, 0, 0] and report["tokens_per_frame"] == 15
     processor = AutoProcessor.from_pretrained(out)
-    inputs = processor(text=PROMPT, videos=frames(1, seed=2))
+    inputs = processor(text=PROMPT, videos=frames(1, seed=2), stream_videos=False)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
     with torch.no_grad():
         logits = model(**inputs).logits
@@ -238,7 +238,7 @@ def test_compose_keeps_the_sources_and_initialises_the_projector(xtuner, tmp_pat
         assert abs(linear.weight.std().item() - linear.in_features ** -0.5) < 0.25 * linear.in_features ** -0.5
     assert not torch.allclose(projector.linear_1.weight, xtuner["projector_sd"]["model.0.weight"])
     processor = AutoProcessor.from_pretrained(out)
-    inputs = processor(text=PROMPT, videos=frames(2, seed=3))
+    inputs = processor(text=PROMPT, videos=frames(2, seed=3), stream_videos=False)
     assert int((inputs["input_ids"] == VIDEO_ID).sum()) == 2 * report["tokens_per_frame"]
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()

@@ -8,10 +8,11 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from outputs import state_of
 from videos import write_random_bytes, write_video
 
 from auroralong_hf.cli import main
-from auroralong_hf.describe import SAMPLE_CLIP, STOP_TOKEN_ID, describe, prompt_pieces
+from auroralong_hf.describe import SAMPLE_CLIP, describe
 from auroralong_hf.processing.video_io import probe_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,8 @@ def test_folder_sampling_rule_and_fps_override(capsys, tiny_folder, clip, tmp_pa
 
 
 def test_streaming_equals_all_at_once(tiny_folder, clip):
+    """describe (the main path: lazy video, streamed prefill, generate) answers as the all-at-once forward over
+    every frame's pixels followed by a plain greedy loop."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     question = "What is shown?"
@@ -100,17 +103,27 @@ def test_streaming_equals_all_at_once(tiny_folder, clip):
     model = AutoModelForImageTextToText.from_pretrained(tiny_folder).eval()
     processor = AutoProcessor.from_pretrained(tiny_folder)
     messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": question}]}]
-    inputs = processor.apply_chat_template(messages, tokenize=True)
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           processor_kwargs={"stream_videos": False})
     assert inputs["video_frame_counts"].tolist() == [streamed["frames"]] == [3]
-    prefix, suffix = prompt_pieces(processor, question)
-    assert (prefix, suffix) == (f"User: {question}\n", f"\n{question}\n\nAssistant:")
+    assert inputs["pixel_values_videos"].shape[:2] == (1, 3)
+    stop = processor.tokenizer.encode(processor.stop_strings[0])
+    new = greedy_all_at_once(model, inputs, 8, stop)
+    assert streamed["new_tokens"] == len(new)
+    assert streamed["answer"] == processor.decode(new, skip_special_tokens=True).removesuffix("\n\n").strip()
+
+
+def greedy_all_at_once(model, inputs, max_new_tokens: int, stop: list[int]) -> list[int]:
+    """The reference: one forward over the whole prompt (every frame's pixels at once), then one token at a time."""
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=STOP_TOKEN_ID,
-                                pad_token_id=0)
-    new = output[0, inputs["input_ids"].shape[1]:]
-    assert streamed["new_tokens"] == new.numel()
-    expected = processor.decode(new, skip_special_tokens=True).split("\n\n")[0].strip()
-    assert streamed["answer"] == expected
+        out = model(**inputs, use_cache=True)
+        new = []
+        while True:
+            token = int(out.logits[0, -1].argmax())
+            new.append(token)
+            if new[-len(stop):] == stop or len(new) == max_new_tokens:
+                return new
+            out = model(torch.tensor([[token]]), cache=state_of(out), use_cache=True)
 
 
 def test_saved_state_answers_again_without_the_video(capsys, tiny_folder, clip, tmp_path):

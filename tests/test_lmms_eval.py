@@ -121,8 +121,8 @@ def test_loglikelihood_encodes_each_video_once_and_matches_a_full_forward(adapte
     requests = [request("loglikelihood", ("Name it.", c, lambda doc: [doc["video"]], d, "t", "test"), d)
                 for d in (0, 1) for c in choices]
     streamed = []
-    original = adapter.model.stream_video
-    monkeypatch.setattr(adapter.model, "stream_video", lambda *a, **k: streamed.append(1) or original(*a, **k))
+    original = adapter.model.prefill
+    monkeypatch.setattr(adapter.model, "prefill", lambda *a, **k: streamed.append(1) or original(*a, **k))
     results = adapter.loglikelihood(requests)
     assert len(streamed) == 2  # once per document, not per choice
 
@@ -130,7 +130,8 @@ def test_loglikelihood_encodes_each_video_once_and_matches_a_full_forward(adapte
     for (loss, greedy), req in zip(results, requests, strict=True):
         context, continuation, _, doc_id, _, _ = req.args
         prompt = processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": context}]}])
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": context}]}],
+            add_generation_prompt=True)
         target = processor.tokenizer.encode(continuation if continuation.startswith(" ") else " " + continuation)
         inputs = processor(text=prompt, videos=docs[doc_id]["video"], **adapter.sampling)
         ids = torch.cat([inputs["input_ids"], torch.tensor([target])], dim=1)
@@ -164,14 +165,15 @@ def test_unreadable_video_has_no_score_is_marked_and_logged(adapter, tasks):
 
 def test_breakpoint_reads_only_frames_up_to_it(adapter, tasks, monkeypatch):
     seen = []
-    original = adapter.processor.video_chunks
+    original = adapter.processor.plan_video
 
-    def spy(*args, **kwargs):
-        for chunk in original(*args, **kwargs):
-            seen.extend(chunk["frame_indices"].tolist())
-            yield chunk
+    def spy(source, **kwargs):
+        video = original(source, **kwargs)
+        if video is not source:  # planned here (the processor's call takes the planned video as it is)
+            seen.extend(video.plan.indices)  # the frames the model will decode, planned before any is
+        return video
 
-    monkeypatch.setattr(adapter.processor, "video_chunks", spy)
+    monkeypatch.setattr(adapter.processor, "plan_video", spy)
     video = str(tasks / "c.mkv")  # 30 frames at 10 fps
     adapter.generate([user_turn("Q?", [{"video_path": video, "timestep": 9}])], {"fps": 10})
     assert seen == list(range(10))
@@ -200,7 +202,8 @@ def test_multi_round_carries_the_state(adapter, tasks):
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is shown?"}]}]
     for answer, turn in zip(answers, turns, strict=False):
         messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": turn}]
-    inputs = processor(text=processor.apply_chat_template(messages), videos=video, **adapter.sampling)
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=prompt, videos=video, **adapter.sampling)
     output = adapter.model.generate(**inputs, max_new_tokens=4, do_sample=False, stop_strings=["\n\n"],
                                     tokenizer=processor.tokenizer)
     text = processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

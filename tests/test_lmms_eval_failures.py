@@ -91,7 +91,7 @@ def test_placeholders_in_task_text_do_not_multiply(tiny_auroralong_folder):
                    user_turn("<video> <image> Compare.", ["/v.mp4", "/x.png"]),
                    chat_prompt([{"role": "user", "content": [{"type": "video", "url": "/v.mp4"},
                                                              {"type": "text", "text": "<image>\nWhat is shown?"}]}])):
-        text = processor.apply_chat_template(prompt.messages)
+        text = processor.apply_chat_template(prompt.messages, add_generation_prompt=True)
         assert text.count("<image>") + text.count("<video>") == len(prompt.visuals), text
     # a prompt whose placeholders and visuals still disagree is a clear error, not a StopIteration
     broken = user_turn("What?", ["/v.mp4"])

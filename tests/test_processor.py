@@ -16,7 +16,7 @@ TINY_VISION = {  # the real 384/16 patch grid (576 patches), tiny widths
 
 @pytest.fixture(scope="module")
 def processor():
-    return AuroraLongProcessor.from_vision_config(TINY_VISION)
+    return AuroraLongProcessor.from_vision_config(TINY_VISION, stream_videos=False)  # pixels to inspect
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_sandwich_prompt_exact_text(processor):
         {"role": "assistant", "content": [{"type": "text", "text": "A ball rolls."}]},
         {"role": "user", "content": [{"type": "text", "text": "Why?"}]},
     ]
-    assert processor.apply_chat_template(messages) == (
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == (
         "User: What happens?\nBe brief.\n<video>\nWhat happens?\nBe brief.\n\n"
         "Assistant: A ball rolls.\n\n"
         "User: Why?\n\n"
@@ -115,7 +115,7 @@ def test_pad_to_square_keeps_aspect(processor):
 
 def test_chat_template_loads_videos(processor, clip):
     messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": "Hi"}]}]
-    out = processor.apply_chat_template(messages, tokenize=True)
+    out = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert out["pixel_values_videos"].shape[1] == 4
     text = processor.decode(out["input_ids"][0], skip_special_tokens=True)
     assert text == "User: Hi\n\nHi\n\nAssistant:"
@@ -123,10 +123,11 @@ def test_chat_template_loads_videos(processor, clip):
 
 def test_video_chunks_stream_the_same_frames(processor, clip):
     whole = processor(text="<video>", videos=str(clip), fps=5)["pixel_values_videos"][0]
-    chunks = list(processor.video_chunks(str(clip), chunk_frames=6, fps=5))
-    assert [c["pixel_values_videos"].shape[1] for c in chunks] == [6, 6, 6, 2]
-    assert torch.equal(torch.cat([c["pixel_values_videos"][0] for c in chunks]), whole)
-    assert torch.cat([c["frame_indices"] for c in chunks]).tolist() == list(range(0, 40, 2))
+    video = processor.plan_video(str(clip), fps=5)
+    chunks = list(video.chunks(6))
+    assert [c.shape[0] for c in chunks] == [6, 6, 6, 2]
+    assert torch.equal(torch.cat(chunks), whole)
+    assert video.plan.indices == list(range(0, 40, 2))
 
 
 def test_save_and_load_round_trip(processor, clip, tmp_path):
@@ -135,9 +136,10 @@ def test_save_and_load_round_trip(processor, clip, tmp_path):
     for loaded in (AuroraLongProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert isinstance(loaded, AuroraLongProcessor)
         assert (loaded.num_frames, loaded.frame_separator, loaded.tokens_per_frame) == (3, "\n", 58)
-        a, b = custom(text="x <video>", videos=str(clip)), loaded(text="x <video>", videos=str(clip))
+        a, b = (p(text="x <video>", videos=str(clip), stream_videos=False) for p in (custom, loaded))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-        assert loaded.apply_chat_template([{"role": "user", "content": "q"}]) == "User: q\n\nAssistant:"
+        rendered = loaded.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True)
+        assert rendered == "User: q\n\nAssistant:"
 
 
 def test_placeholder_count_must_match(processor):
@@ -148,7 +150,7 @@ def test_placeholder_count_must_match(processor):
         processor(text="<video><video>", videos=frames)
     with pytest.raises(ValueError, match="0 <image> placeholder.*but 1 images"):
         processor(text="hi", images=frames[0])
-    with pytest.raises(TypeError, match="Unknown video sampling"):
+    with pytest.raises(TypeError, match="unknown argument"):
         processor(text="<video>", videos=frames, fpss=2)
 
 
@@ -160,3 +162,42 @@ def test_image_size_must_match_the_tower():
     with pytest.raises(ValueError, match="resizes to 224x224 but the vision tower takes 384x384"):
         AuroraLongProcessor(SiglipImageProcessorPil(size={"height": 224, "width": 224}), RwkvWorldTokenizer(),
                             vision_config=TINY_VISION)
+
+
+def test_streamed_videos_are_planned_not_decoded(clip):
+    """The default: apply_chat_template(tokenize=True) plans each video (frame count, times) and hands the model a
+    LazyVideo; sampling arguments given any way transformers users pass them are honoured, unknown ones raise."""
+    processor = AuroraLongProcessor.from_vision_config(TINY_VISION)
+    messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": "Q?"}]}]
+    kwargs = {"add_generation_prompt": True, "tokenize": True, "return_dict": True}
+    for extra, frames in (({}, 4), ({"num_frames": 3}, 3), ({"processor_kwargs": {"fps": 2}}, 8),
+                          ({"processor_kwargs": {"max_frames": 2}}, 2), ({"fps": 2, "max_frames": 5}, 5)):
+        out = processor.apply_chat_template(messages, **kwargs, **extra)
+        (video,) = out["pixel_values_videos"]
+        assert video.num_frames == frames == int(out["video_frame_counts"][0]), extra
+        assert (out["input_ids"] == processor.video_token_id).sum() == frames * 58
+    pixels = torch.cat(list(video.chunks(2)))
+    eager = processor(text="<video>", videos=str(clip), stream_videos=False, fps=2, max_frames=5)
+    assert torch.equal(pixels, eager["pixel_values_videos"][0])
+    with pytest.raises(TypeError, match="num_frame"):
+        processor.apply_chat_template(messages, **kwargs, processor_kwargs={"num_frame": 3})
+
+
+def test_batched_conversations_generation_prompt_and_literal_tags(clip):
+    processor = AuroraLongProcessor.from_vision_config(TINY_VISION)
+    first = [{"role": "user", "content": [{"type": "video", "path": str(clip)},
+                                          {"type": "text", "text": "Is <video> or <image> a tag here?"}]}]
+    second = [{"role": "user", "content": [{"type": "text", "text": "Hi."}]},
+              {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]}]
+    out = processor.apply_chat_template([first, second], tokenize=True, return_dict=True, num_frames=2)
+    assert out["input_ids"].shape[0] == 2 and out["video_frame_counts"].tolist() == [2]
+    assert (out["input_ids"] == processor.video_token_id).sum() == 2 * 58  # the typed tags stay text
+    assert (out["input_ids"] == processor.image_token_id).sum() == 0
+    text = processor.decode(out["input_ids"][0], skip_special_tokens=True)
+    assert text.count("Is <video> or <image> a tag here?") == 2
+    # as in transformers: no generation prompt unless asked; continue_final_message continues the last answer
+    assert not processor.apply_chat_template(second).endswith("Assistant:")
+    assert processor.apply_chat_template(second, continue_final_message=True).endswith("Assistant: Hello")
+    assert processor.apply_chat_template(first, add_generation_prompt=True).endswith("Assistant:")
+    assert processor.post_process_image_text_to_text(torch.tensor([processor.tokenizer.encode(" Yes.\n\n")])) == [
+        " Yes."]

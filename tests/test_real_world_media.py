@@ -238,17 +238,17 @@ def close(pixels: torch.Tensor, expected: torch.Tensor) -> bool:
 
 def test_processor(processor, corpus):
     clip = corpus["rot90"]
-    inputs = processor(text="<video> What?", videos=str(clip.path))
+    inputs = processor(text="<video> What?", videos=str(clip.path), stream_videos=False)
     assert close(inputs["pixel_values_videos"][0], expected_pixels(processor, clip.shown, clip.num_frames))
     assert not close(inputs["pixel_values_videos"][0],
                      expected_pixels(processor, np.rot90(clip.shown), clip.num_frames))  # the check can fail
-    (chunk,) = processor.video_chunks(str(clip.path), 8)  # describe's path
-    assert close(chunk["pixel_values_videos"][0], expected_pixels(processor, clip.shown, clip.num_frames))
+    (chunk,) = processor(text="<video>", videos=str(clip.path))["pixel_values_videos"][0].chunks(8)  # streamed
+    assert close(chunk, expected_pixels(processor, clip.shown, clip.num_frames))
     photo = corpus["jpeg6"]
     for image in (str(photo.path), Image.open(photo.path)):
         inputs = processor(text="<image> What?", images=image)
         assert close(inputs["pixel_values"], expected_pixels(processor, photo.shown))
-    inputs = processor(text="<video> What?", videos=[Image.open(photo.path)] * 2)  # a video of EXIF photos
+    inputs = processor(text="<video> What?", videos=[Image.open(photo.path)] * 2, stream_videos=False)  # EXIF photos
     assert close(inputs["pixel_values_videos"][0], expected_pixels(processor, photo.shown, 2))
     strict = AuroraLongProcessor.from_vision_config(TINY_VISION, fps=None, strict_decoding=True)
     with pytest.raises(ValueError, match="damaged"):
@@ -316,19 +316,19 @@ def test_lmms_eval_adapter_streams_upright_pixels(tiny_auroralong_folder, corpus
     from auroralong_hf.lmms_eval_adapter import AuroraLongLmms, user_turn
 
     adapter = AuroraLongLmms(pretrained=str(tiny_auroralong_folder), device="cpu", max_new_tokens=2)
-    streamed = []
-    original = adapter.model.stream_video
+    calls = []
+    original = adapter.model._feed_visual_span
 
-    def spy(state, frames, **kwargs):
-        frames = [f.clone() for f in frames]
-        streamed.append(torch.cat([f[0] for f in frames]))
-        return original(state, frames, **kwargs)
+    def spy(state, span_ids, pixels):
+        calls.append(pixels.clone())  # one chunk of frames (a video's) or one image, as the model reads them
+        return original(state, span_ids, pixels)
 
-    monkeypatch.setattr(adapter.model, "stream_video", spy)
+    monkeypatch.setattr(adapter.model, "_feed_visual_span", spy)
     clip, photo = corpus["rot90"], corpus["jpeg6"]
     (answer,) = adapter.generate([user_turn("<image>\nCompare.", [str(clip.path), str(photo.path)])], {"fps": 10})
     processor = adapter.processor
-    assert len(streamed) == 2  # one placeholder each, although the text carried its own <image>
+    streamed = [torch.cat(calls[:-1]), calls[-1]]  # the video's chunks, then the image (one placeholder each,
+    # although the text carried its own <image>)
     assert close(streamed[0], expected_pixels(processor, clip.shown, clip.num_frames))
     assert close(streamed[1], expected_pixels(processor, photo.shown))
 

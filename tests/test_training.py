@@ -78,7 +78,7 @@ def greedy_answers(folder, media):
     for i in range(len(ANSWERS)):
         messages = [{"role": "user", "content": [{"type": "video", "video": str(media / f"v{i}.mp4")},
                                                  {"type": "text", "text": QUESTION}]}]
-        inputs = processor.apply_chat_template(messages, tokenize=True)
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=5, do_sample=False)
         answers.append(processor.decode(output[0, inputs["input_ids"].shape[1]:]).split("\n\n")[0].strip())
@@ -180,7 +180,7 @@ def test_lora_counts_and_merge(workspace, lora_vision):
     processor = AutoProcessor.from_pretrained(out / "final")
     messages = [{"role": "user", "content": [{"type": "video", "video": str(workspace / "media" / "v1.mp4")},
                                              {"type": "text", "text": QUESTION}]}]
-    inputs = processor.apply_chat_template(messages, tokenize=True)
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     with torch.no_grad():
         fresh = AutoModelForImageTextToText.from_pretrained(workspace / "model", config=config).eval()
         original = fresh(**inputs).logits

@@ -88,7 +88,8 @@ def test_multi_turn_video_labels_exact(processor, media):
         {"role": "user", "content": [{"type": "text", "text": "What colours?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Black and white."}]},
     ]
-    reference = processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=True)
+    reference = processor.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                              processor_kwargs={"stream_videos": False})
     assert reference["input_ids"][0].tolist() == ids
     assert torch.equal(reference["pixel_values_videos"], batch["pixel_values_videos"])
 
