@@ -114,6 +114,9 @@ def test_all_linear_leaves_finch_mixers_alone():
     assert lm_layers(adapted(ours)) == PER_LAYER["all"] and len(adapted(ours)) == 2 * len(PER_LAYER["all"])
     with_vision = get_peft_model(tiny_auroralong(), lora_config("all-linear", vision=True, r=2))
     assert len(adapted(with_vision)) == 2 * len(PER_LAYER["all"]) + 2 * 6
+    # the README's exclusion for PEFT users
+    readme = LoraConfig(r=2, target_modules="all-linear", exclude_modules=r".*(vision_tower|multi_modal_projector).*")
+    assert adapted(get_peft_model(tiny_auroralong(), readme)) == adapted(ours)
 
 
 def test_finch_mixers_are_not_nn_linear_and_keep_their_names():
