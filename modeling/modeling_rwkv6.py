@@ -225,16 +225,55 @@ def shift_tokens(x, previous, attention_mask=None):
     return x_prev, last
 
 
-class TokenShiftLinear(nn.Module):
-    """`linear(x + (x_prev - x) * mu)`: a projection of the interpolation between a token and the one before."""
+class LowRankLinear(nn.Module):
+    """`x @ weight.T (+ bias)` for the small layers of Finch's data-dependent token shift and decay (x_proj, w_proj).
 
-    def __init__(self, in_features: int, out_features: int):
+    Not an `nn.Linear` on purpose: tools that take every `nn.Linear` (PEFT's `target_modules="all-linear"`,
+    quantisers) must leave this machinery alone; it is already low-rank (ranks 32 / 64) and drives the decay and
+    the token shift of every channel. The parameters are named as `nn.Linear`'s (`weight` [out, in], `bias` [out]),
+    so checkpoints are unchanged.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_features)) if bias else None)
+        # nn.Linear's initialisation, drawn in the same order, so a seeded random model is the one it was when these
+        # layers were nn.Linear (Rwkv6PreTrainedModel._init_weights then sets Finch's values)
+        nn.Linear.reset_parameters(self)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+# Shown in these wrappers' repr, so PEFT's "Target module ... is not supported" error (raised when a user names a
+# wrapper, e.g. LLaMA's "v_proj") says where an adapter belongs: the inner nn.Linear, which gets the shifted input.
+ADAPTER_HINT = (
+    "adapters (LoRA) go on its .linear, which receives the token-shifted input; presets naming those: "
+    "auroralong_hf.training.lora_target_modules('attention' | 'ffn' | 'all')"
+)
+
+
+class TokenShiftLinear(nn.Module):
+    """`linear(x + (x_prev - x) * mu)`: a projection of the interpolation between a token and the one before.
+
+    `linear` is an `nn.Linear` (a LoRA target: it receives the shifted input) or, inside the time-mix's x_proj,
+    a `LowRankLinear`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, linear: type[nn.Module] = nn.Linear):
         super().__init__()
         self.mu = nn.Parameter(torch.zeros(in_features))
-        self.linear = nn.Linear(in_features, out_features, bias=False)
+        self.linear = linear(in_features, out_features, bias=False)
 
     def forward(self, x, delta):
         return self.linear(x + delta * self.mu)
+
+    def extra_repr(self) -> str:
+        return ADAPTER_HINT if isinstance(self.linear, nn.Linear) else ""
 
 
 class DecayLoRA(nn.Module):
@@ -242,7 +281,9 @@ class DecayLoRA(nn.Module):
 
     def __init__(self, hidden_size: int, rank: int):
         super().__init__()
-        self.lora = nn.Sequential(nn.Linear(hidden_size, rank, bias=False), nn.Tanh(), nn.Linear(rank, hidden_size))
+        self.lora = nn.Sequential(
+            LowRankLinear(hidden_size, rank, bias=False), nn.Tanh(), LowRankLinear(rank, hidden_size)
+        )
 
     def forward(self, x):
         return self.lora(x)
@@ -258,6 +299,9 @@ class DataDependentShiftLinear(nn.Module):
     def forward(self, x, delta, mix):
         return self.linear(x + delta * mix)
 
+    def extra_repr(self) -> str:
+        return ADAPTER_HINT if isinstance(self.linear, nn.Linear) else ""
+
 
 class Rwkv6TimeMix(nn.Module):
     """RWKV-6 time mixing: data-dependent token shift, WKV recurrence, per-head GroupNorm, SiLU gate."""
@@ -270,7 +314,7 @@ class Rwkv6TimeMix(nn.Module):
         self.group_norm_eps = config.group_norm_eps
         # x_proj: the five token-shift mixes (for r, w, k, v, g), from one LoRA on x + (x_prev - x) * mu
         self.x_proj = nn.Sequential(
-            TokenShiftLinear(width, 5 * rank), nn.Tanh(), nn.Linear(5 * rank, width, bias=False)
+            TokenShiftLinear(width, 5 * rank, LowRankLinear), nn.Tanh(), LowRankLinear(5 * rank, width, bias=False)
         )
         self.x_bias = nn.Parameter(torch.zeros(5, width))  # static part of the mixes, rows r, w, k, v, g
         self.r_proj = DataDependentShiftLinear(nn.Linear(width, width, bias=False))

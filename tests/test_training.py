@@ -17,15 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
-from auroralong_hf.training.train import (
-    PART_PREFIXES,
-    STAGES,
-    UNUSED_PARAMETERS,
-    lora_parameter_count,
-    merge_lora,
-    part_of,
-    train,
-)
+from auroralong_hf.training.lora import lora_parameter_count, merge_lora
+from auroralong_hf.training.train import PART_PREFIXES, STAGES, UNUSED_PARAMETERS, part_of, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from videos import write_video  # noqa: E402
@@ -140,10 +133,12 @@ def test_cli_passes_training_arguments_through(workspace, capsys):
     out = workspace / "cli"
     code = main(["train", "--stage", "pretrain", "--data", str(workspace / "data.json"), "--media-root",
                  str(workspace / "media"), "--model", str(workspace / "model"), "--output", str(out), "--json",
-                 *FAST, "--max_steps", "1"])
+                 *FAST, "--max_steps", "2"])
     assert code == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["global_step"] == 1 and report["learning_rate"] == 1e-4
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # the report alone: Trainer's log lines (logging_steps 1) went to stderr
+    assert report["global_step"] == 2 and report["learning_rate"] == 1e-4
+    assert "'loss'" in captured.err and "weights sha256" in captured.err
     assert main(["train", "--stage", "pretrain", "--data", str(workspace / "data.json"), "--media-root",
                  str(workspace / "media"), "--model", str(workspace / "model"), "--output", str(out),
                  "--lora"]) == 2  # LoRA is for the language stage
@@ -151,6 +146,24 @@ def test_cli_passes_training_arguments_through(workspace, capsys):
         main(["train", "--stage", "pretrain", "--data", str(workspace / "data.json"), "--media-root",
               str(workspace / "media"), "--model", str(workspace / "model"), "--output", str(out),
               "--max_steps", "many"])
+
+
+def test_cli_json_stdout_is_the_report_alone(workspace):
+    """`auroralong train --json` as users run it (a process, progress bar on, a log line each step, --lora with a
+    preset): stdout parses as one JSON object; the Trainer's lines are on stderr."""
+    out = workspace / "cli-json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "auroralong_hf.cli", "train", "--stage", "language", "--data",
+               str(workspace / "data.json"), "--media-root", str(workspace / "media"), "--model",
+               str(workspace / "model"), "--output", str(out), "--json", "--lora", "--lora-targets", "attention",
+               "--lora-r", "2", "--per_device_train_batch_size", "4", "--save_strategy", "no", "--logging_steps", "1",
+               "--max_steps", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert report["global_step"] == 2 and len(report["logged_losses"]) == 2
+    assert report["lora_targets"] == "attention" and report["trainable_by_part"]["vision_tower"] == 0
+    assert "'loss'" in result.stderr and "weights sha256" in result.stderr
 
 
 @pytest.mark.parametrize("lora_vision", [False, True])
@@ -165,9 +178,10 @@ def test_lora_counts_and_merge(workspace, lora_vision):
     parts = {part: sum(p.numel() for n, p in base.named_parameters() if part_of(n) == part
                        and not UNUSED_PARAMETERS.search(n)) for part in PART_PREFIXES}
     expected = lora_parameter_count(base, 4, lora_vision) + parts["projector"]
-    if not lora_vision:
-        expected += parts["vision_tower"]  # the language stage trains the ViT in full unless it has adapters
-    assert report["trainable_parameters"] == expected
+    assert report["trainable_parameters"] == expected  # the tower: frozen, or adapters only with lora_vision
+    assert report["trainable_by_part"]["vision_tower"] == lora_parameter_count(base, 4, lora_vision) - \
+        lora_parameter_count(base, 4, False)
+    assert report["lora_targets"] == "all"
     assert lora_parameter_count(base, 4, False) == 2 * (5 * 4 * (64 + 64) + 4 * (64 + 224) + 4 * (64 + 64)
                                                         + 4 * (224 + 64))
 
@@ -211,10 +225,10 @@ def test_two_process_ddp_ranks_agree(workspace):
     assert result.returncode == 0, result.stderr[-4000:]
     # the two ranks print at the same moment, so their lines may run together: match, do not split
     sums = {int(rank): digest for rank, digest in
-            re.findall(r"auroralong train: rank (\d+) weights sha256 ([0-9a-f]{64})", result.stdout)}
-    assert set(sums) == {0, 1}, result.stdout
+            re.findall(r"auroralong train: rank (\d+) weights sha256 ([0-9a-f]{64})", result.stderr)}
+    assert set(sums) == {0, 1}, result.stderr[-4000:]
     assert sums[0] == sums[1]
-    report = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    report = json.loads(result.stdout)  # --json: rank 0's report alone; logs and checksums on stderr
     assert report["world_size"] == 2 and report["global_step"] == 3
     before, after = weights(workspace / "model"), weights(out / "final")
     assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("model.vision_tower."))

@@ -2,12 +2,14 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from videos import decode_frame_index, index_frame, write_random_bytes, write_video
 
+import auroralong_hf.training
 from auroralong_hf import AuroraLongProcessor
 from auroralong_hf.training.data import ConversationCollator, load_conversations
 
@@ -205,3 +207,123 @@ def test_json_and_jsonl_files_load(processor, media, tmp_path):
         assert batch["video_frame_counts"].tolist() == [3] and batch["pixel_values"].shape == (1, 3, 384, 384)
     with pytest.raises(FileNotFoundError):
         load_conversations(tmp_path / "missing.json")
+
+
+# -- chat ("messages") records and the shipped example ----------------------------------------------------------------
+
+EXAMPLE = Path(auroralong_hf.training.__file__).parent / "examples" / "train_example.jsonl"
+
+
+def chat_video_record(sample_id="chat-1", block=None):
+    """video_record's conversation in the TRL / transformers chat format."""
+    return {"id": sample_id, "messages": [
+        {"role": "user", "content": [block or {"type": "video", "video": "v.mp4"},
+                                     {"type": "text", "text": "What is shown?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A grid of squares."}]},
+        {"role": "user", "content": "What colours?"},
+        {"role": "assistant", "content": "Black and white."},
+    ]}
+
+
+@pytest.mark.parametrize("block", [{"type": "video", "video": "v.mp4"}, {"type": "video", "path": "v.mp4"}])
+def test_chat_record_gives_the_llava_tokens_and_labels(processor, media, block):
+    llava = ConversationCollator(processor, media)([video_record()])
+    chat = ConversationCollator(processor, media)([chat_video_record(block=block)])
+    assert set(chat) == set(llava)
+    for key in llava:
+        assert torch.equal(chat[key], llava[key]), key
+    # TRL's columns: bare blocks, the paths in the record's "videos"
+    trl = {**chat_video_record(block={"type": "video"}), "videos": ["v.mp4"]}
+    assert torch.equal(ConversationCollator(processor, media)([trl])["labels"], llava["labels"])
+
+
+def test_chat_records_load_from_a_file_beside_llava_ones(processor, media, tmp_path):
+    """String and block contents in one file (Arrow needs one type per column: strings become text blocks)."""
+    rows = [video_record("a"), chat_video_record("b"), text_record("c")]
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_conversations(tmp_path / "mixed.jsonl")
+    assert dataset["id"] == ["a", "b", "c"] and dataset[1]["conversations"] is None
+    batch = ConversationCollator(processor, media)([dataset[k] for k in range(3)])
+    assert torch.equal(batch["input_ids"][0], batch["input_ids"][1])
+    assert torch.equal(batch["labels"][0], batch["labels"][1])
+
+
+BAD_CHAT = [
+    ("bad_turn_order", {"messages": [{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Hi?"}]}),
+    ("bad_turn_order", {"messages": [{"role": "user", "content": "Hi?"}]}),
+    ("bad_record", {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "a.wav"}]},
+                                 {"role": "assistant", "content": "Hm."}]}),
+    ("bad_record", {"video": "v.mp4", "messages": chat_video_record()["messages"]}),  # paths given twice
+    ("placeholder_mismatch", {"messages": [{"role": "user", "content": "What?"}, {"role": "assistant", "content": [
+        {"type": "image", "image": "img.png"}]}]}),
+    ("empty_conversation", {"messages": []}),
+    ("missing_media", {"messages": [{"role": "user", "content": [{"type": "image", "image": "gone.png"}]},
+                                    {"role": "assistant", "content": "Nothing."}]}),
+]
+
+
+@pytest.mark.parametrize(("reason", "fields"), BAD_CHAT, ids=[f"{r}-{k}" for k, (r, _) in enumerate(BAD_CHAT)])
+def test_bad_chat_records_raise_naming_the_sample(processor, media, reason, fields):
+    with pytest.raises(ValueError, match=f"bad-chat.*{reason}"):
+        ConversationCollator(processor, media).encode({"id": "bad-chat", **fields})
+
+
+def test_a_row_in_neither_format_names_file_line_and_formats(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(text_record()) + "\n\n" + json.dumps({"id": "x", "question": "Hi?", "answer": "Yes."})
+                    + "\n")
+    with pytest.raises(ValueError, match=r"data\.jsonl, line 3: the record has neither 'conversations' nor "
+                                         r"'messages' \(keys: id, question, answer\)\. Accepted formats: "
+                                         r"LLaVA: .*chat"):
+        load_conversations(path)
+    (tmp_path / "data.json").write_text(json.dumps([text_record(), {"id": "x"}]))
+    with pytest.raises(ValueError, match=r"data\.json, record 2: .*neither"):
+        load_conversations(tmp_path / "data.json")
+    path.write_text(json.dumps(text_record()) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"data\.jsonl, line 2: not valid JSON"):
+        load_conversations(path)
+
+
+def make_example_media(root: Path, rows) -> None:
+    """Every file the example's rows name: videos (2 frames) and images, 32x32."""
+    paths = set()
+    for row in rows:
+        for key in ("video", "videos", "image", "frames"):
+            value = row.get(key)
+            paths.update([value] if isinstance(value, str) else value or [])
+        for message in row.get("messages") or []:
+            for block in message["content"] if isinstance(message["content"], list) else []:
+                if block["type"] != "text":
+                    paths.update(filter(None, [block.get(block["type"]), block.get("path")]))
+    for name in paths:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".mp4"):
+            write_video(root / name, num_frames=2, fps=1, size=(32, 32))
+        else:
+            Image.fromarray(index_frame(3)).save(root / name)
+
+
+def test_the_shipped_example_parses_and_encodes(processor, tmp_path):
+    rows = [json.loads(line) for line in EXAMPLE.read_text().splitlines()]
+    make_example_media(tmp_path, rows)
+    dataset = load_conversations(EXAMPLE)
+    assert dataset["id"] == [row["id"] for row in rows]
+    collator = ConversationCollator(processor, tmp_path)
+    samples = {dataset[k]["id"]: collator.encode(dataset[k]) for k in range(len(dataset))}
+    assert [len(samples[i].videos) for i in ("llava-video", "llava-two-videos", "chat-video", "chat-trl-columns")] \
+        == [1, 2, 1, 1]
+    assert len(samples["llava-image"].images) == len(samples["chat-image-multi-turn"].images) == 1
+    assert samples["llava-frames"].videos[0].shape[0] == 3
+    # the same conversation in the two formats is the same sample
+    for a, b in (("llava-video", "chat-video"),):
+        assert samples[a].input_ids == samples[b].input_ids and samples[a].labels == samples[b].labels
+    assert collator(list(dataset))["input_ids"].shape[0] == len(rows)
+
+
+def test_the_example_ships_as_package_data():
+    """pyproject's package-data installs examples/ (an editable install would find the file without it)."""
+    import re
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    line = re.search(r'^"auroralong_hf\.training" = \[(.*)\]$', pyproject, re.MULTILINE)
+    assert line and '"examples/*"' in line.group(1)

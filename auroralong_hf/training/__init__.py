@@ -1,1 +1,6 @@
-"""Fine-tuning AuroraLong: LLaVA-style conversation data (data.py) and the training loop (train.py)."""
+"""Fine-tuning AuroraLong: conversation data (data.py), LoRA target presets and setup (lora.py) and the training
+loop (train.py)."""
+
+from .lora import LORA_TARGET_PRESETS, lora_target_modules
+
+__all__ = ["LORA_TARGET_PRESETS", "lora_target_modules"]

@@ -1,14 +1,24 @@
-"""Training data: LLaVA-style conversation files in, AuroraLong model batches out.
+"""Training data: LLaVA-style or chat-format conversation files in, AuroraLong model batches out.
 
-A record (one JSON object; a file is a JSON list of them or JSON Lines)::
+A record (one JSON object; a file is a JSON list of them or JSON Lines), LLaVA style::
 
     {"id": "v_001", "video": "clips/a.mp4",                 # or "frames": ["f/0.jpg", ...] or "image": "a.jpg"
      "conversations": [{"from": "human", "value": "<video>\\nWhat happens?"},
                        {"from": "gpt", "value": "A ball rolls."},
                        {"from": "human", "value": "Why?"}, {"from": "gpt", "value": "It was pushed."}]}
 
-`load_conversations` reads the file with `datasets` (no media is touched); `ConversationCollator` turns a list of
-records into a batch, decoding the media lazily with the processor's own sampling and preprocessing.
+or in the chat format of TRL / transformers (`chat_media_to_top_level`)::
+
+    {"id": "v_001", "messages": [
+        {"role": "user", "content": [{"type": "video", "video": "clips/a.mp4"}, {"type": "text", "text": "What?"}]},
+        {"role": "assistant", "content": "A ball rolls."}]}        # content: a list of blocks or a string
+
+Media blocks name their file under their type or "path"; bare blocks ({"type": "video"}) take the record's
+"video(s)" / "image(s)" lists in order, as TRL's columns hold them. Both formats give the same tokens and labels.
+A file row in neither format is a ValueError naming the file and line.
+
+`load_conversations` reads the file into a `datasets.Dataset` (no media is touched); `ConversationCollator` turns a
+list of records into a batch, decoding the media lazily with the processor's own sampling and preprocessing.
 
 Media: "video" is a path (or a list of paths, one `<video>` each); "frames" is a list of image paths forming ONE
 video (one `<video>`; no timestamps, so the processor's `fps` does not apply but its `num_frames`, `max_frames` and
@@ -16,7 +26,8 @@ video (one `<video>`; no timestamps, so the processor's `fps` does not apply but
 "video" and "frames" exclude each other. Relative paths are joined to `media_root`.
 
 Text: each human turn becomes a user message whose `<video>` / `<image>` tags are removed from the text and become
-`{"type": "video"}` / `{"type": "image"}` blocks (in tag order); gpt turns become assistant messages; the processor's
+`{"type": "video"}` / `{"type": "image"}` blocks (in tag order; a chat message's media blocks come first, its text
+blocks join with newlines); gpt turns become assistant messages; the processor's
 sandwich chat template renders them, and the placeholders are expanded exactly as the processor expands them
 (one run of `tokens_per_frame` tokens per frame, `frame_separator` between frames).
 
@@ -82,17 +93,69 @@ class BadSampleError(ValueError):
         self.sample_id, self.reason = sample_id, reason
 
 
-def load_conversations(data_file: str | os.PathLike) -> datasets.Dataset:
-    """A LLaVA-style JSON file (a list of records) or JSON Lines file as a `datasets.Dataset` (media not opened).
+FORMATS = (
+    "LLaVA: {\"conversations\": [{\"from\": \"human\", \"value\": ...}, {\"from\": \"gpt\", ...}], \"video\": ...}; "
+    "chat (TRL / transformers): {\"messages\": [{\"role\": \"user\", \"content\": [...blocks...] or text}, "
+    "{\"role\": \"assistant\", ...}]}"
+)
 
-    Records lacking a field that others have get None there (e.g. "image" in a video record).
+
+def load_conversations(data_file: str | os.PathLike) -> datasets.Dataset:
+    """A JSON file (a list of records) or JSON Lines file of LLaVA or chat records as a `datasets.Dataset` (media not
+    opened; see the module docstring for both formats).
+
+    Records lacking a field that others have get None there (e.g. "image" in a video record). So that every row has
+    the same column types, a single media path becomes a list of one and a chat message's string content one text
+    block (the collator reads both forms alike).
+    ValueError naming the file and line (JSON Lines) or record (JSON list) for a row that is not JSON, not an
+    object, or in neither format; FileNotFoundError for a missing file.
     """
-    from datasets import load_dataset
+    from datasets import Dataset
 
     path = Path(data_file)
     if not path.is_file():
         raise FileNotFoundError(f"Training data file not found: {path}")
-    return load_dataset("json", data_files=str(path), split="train")
+    rows = []
+    for where, row in _read_rows(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, {where}: a record must be a JSON object, got {type(row).__name__}.")
+        if row.get("conversations") is None and row.get("messages") is None:
+            raise ValueError(f"{path}, {where}: the record has neither 'conversations' nor 'messages' (keys: "
+                             f"{', '.join(map(str, row)) or 'none'}). Accepted formats: {FORMATS}.")
+        if isinstance(row.get("messages"), list):
+            row["messages"] = [_text_as_block(message) for message in row["messages"]]
+        for key in ("video", "videos", "image", "images"):
+            if isinstance(row.get(key), str):
+                row[key] = [row[key]]
+        rows.append(row)
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return Dataset.from_dict({key: [row.get(key) for row in rows] for key in keys})
+
+
+def _read_rows(path: Path):
+    """(where, record) for each record of a JSON list or JSON Lines file; `where` is "line N" or "record N"."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        yield from ((f"record {k + 1}", record) for k, record in enumerate(records))
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error}).") from None
+
+
+def _text_as_block(message):
+    if isinstance(message, dict) and isinstance(message.get("content"), str):
+        return {**message, "content": [{"type": "text", "text": message["content"]}]}
+    return message
 
 
 @dataclass
@@ -161,6 +224,8 @@ class ConversationCollator:
         if not isinstance(record, dict):
             raise BadSampleError(None, "bad_record", f"a record must be a dict, got {type(record).__name__}")
         sample_id = record.get("id")
+        if record.get("conversations") is None and record.get("messages") is not None:
+            record = chat_media_to_top_level(record)
         messages = self.to_messages(record)
         videos, images = self._media(record, messages)
         frame_counts = iter([video.shape[0] for video in videos])
@@ -185,37 +250,52 @@ class ConversationCollator:
         return EncodedSample(sample_id, input_ids, labels, videos, images)
 
     def to_messages(self, record) -> list[dict]:
-        """The record's conversation as chat messages (checked: human/gpt alternating, answers present)."""
+        """The record's conversation (LLaVA "conversations" or chat "messages") as chat messages for the template,
+        checked: user / assistant alternating from user, answers present. A user message's media, from its tags
+        and (chat format) its media blocks, become bare {"type": "video" | "image"} blocks before its text."""
         sample_id = record.get("id")
-        turns = record.get("conversations")
+        if record.get("conversations") is not None:
+            turns, speaker, expected_names = record["conversations"], "from", ("human", "gpt")
+            key = "conversations"
+        elif record.get("messages") is not None:
+            turns, speaker, expected_names = record["messages"], "role", ("user", "assistant")
+            key = "messages"
+        else:
+            raise BadSampleError(sample_id, "empty_conversation",
+                                 f"the conversation is missing: neither 'conversations' nor 'messages'. {FORMATS}")
         if not turns:
-            raise BadSampleError(sample_id, "empty_conversation", "the conversation is empty or missing")
+            raise BadSampleError(sample_id, "empty_conversation", f"the conversation ('{key}') is empty")
         if not isinstance(turns, (list, tuple)):
-            raise BadSampleError(sample_id, "bad_record", f"'conversations' must be a list, got {type(turns).__name__}")
+            raise BadSampleError(sample_id, "bad_record", f"'{key}' must be a list, got {type(turns).__name__}")
         messages = []
         for position, turn in enumerate(turns):
-            if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-                raise BadSampleError(sample_id, "bad_record", f"turn {position} is not {{'from': ..., 'value': str}}")
-            expected = "human" if position % 2 == 0 else "gpt"
-            if turn.get("from") != expected:
+            text, block_kinds = _turn_text(turn, key)
+            if text is None:
+                shape = "{'from': ..., 'value': str}" if key == "conversations" else (
+                    "{'role': ..., 'content': str or [{'type': 'text' | 'video' | 'image', ...}]}")
+                raise BadSampleError(sample_id, "bad_record", f"turn {position} is not {shape}")
+            expected = expected_names[position % 2]
+            if turn.get(speaker) != expected:
                 raise BadSampleError(
                     sample_id, "bad_turn_order",
-                    f"turn {position} is from {turn.get('from')!r}, expected {expected!r} (turns must alternate "
-                    "human, gpt, ... starting with human)",
+                    f"turn {position} is from {turn.get(speaker)!r}, expected {expected!r} (turns must alternate "
+                    f"{expected_names[0]}, {expected_names[1]}, ... starting with {expected_names[0]})",
                 )
-            text = turn["value"]
-            if expected == "gpt":
+            if expected == expected_names[1]:
+                if block_kinds:
+                    raise BadSampleError(sample_id, "placeholder_mismatch", f"answer turn {position} has media")
                 if placeholder_kinds(text):
                     raise BadSampleError(sample_id, "placeholder_mismatch", f"answer turn {position} has a media tag")
                 if not text.strip():
                     raise BadSampleError(sample_id, "empty_conversation", f"answer turn {position} is empty")
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
             else:
-                kinds = placeholder_kinds(text)
+                kinds = block_kinds + placeholder_kinds(text)
                 content = [{"type": kind} for kind in kinds] + [{"type": "text", "text": remove_placeholders(text)}]
                 messages.append({"role": "user", "content": content})
         if len(turns) % 2:
-            raise BadSampleError(sample_id, "bad_turn_order", "the last turn is from 'human': it has no answer")
+            raise BadSampleError(sample_id, "bad_turn_order",
+                                 f"the last turn is from {expected_names[0]!r}: it has no answer")
         return messages
 
     def _media(self, record, messages) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -325,6 +405,73 @@ class ConversationCollator:
         return batch
 
 
+def _turn_text(turn, key: str) -> tuple[str | None, list[str]]:
+    """(text, media kinds of its blocks) of one turn; text None when the turn is malformed. A chat turn's text
+    blocks join with newlines."""
+    if not isinstance(turn, dict):
+        return None, []
+    if key == "conversations":
+        return (turn["value"], []) if isinstance(turn.get("value"), str) else (None, [])
+    content = turn.get("content")
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, (list, tuple)) or not all(isinstance(block, dict) for block in content):
+        return None, []
+    texts, kinds = [], []
+    for block in content:
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind in ("video", "image"):
+            kinds.append(kind)
+        else:
+            return None, []
+    return "\n".join(texts), kinds
+
+
+def chat_media_to_top_level(record: dict) -> dict:
+    """A chat ("messages") record with the paths of its media blocks moved to the record's "video" / "image" lists
+    (in order), as LLaVA records hold them; blocks keep only their type.
+
+    A block names its file as {"type": "video", "video": PATH} (or "path": PATH; likewise for images). Blocks with
+    no path take the record's own media instead, from "video" / "videos" and "image" / "images" (TRL's column
+    names), in order; a record mixing both ways is a BadSampleError ("bad_record").
+    """
+    sample_id = record.get("id")
+    record = dict(record)
+    for plural, singular in (("videos", "video"), ("images", "image")):
+        if record.get(plural) is not None:
+            if record.get(singular) is not None:
+                raise BadSampleError(sample_id, "bad_record", f"a record has '{singular}' or '{plural}', not both")
+            record[singular] = record.pop(plural)
+    found = {"video": [], "image": []}
+    bare = 0
+    messages = []
+    for message in record["messages"]:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, (list, tuple)):
+            blocks = []
+            for block in content:
+                if isinstance(block, dict) and block.get("type") in found:
+                    path = block.get(block["type"]) or block.get("path")
+                    if path is None:
+                        bare += 1
+                    else:
+                        found[block["type"]].append(path)
+                    block = {"type": block["type"]}
+                blocks.append(block)
+            message = {**message, "content": blocks}
+        messages.append(message)
+    named = len(found["video"]) + len(found["image"])
+    if named:
+        if bare or any(record.get(key) is not None for key in ("video", "image", "frames")):
+            raise BadSampleError(sample_id, "bad_record", "media blocks name their files and the record lists media "
+                                 "too (or some blocks have no path): give the paths one way")
+        record.update({kind: paths or None for kind, paths in found.items()})
+    record["messages"] = messages
+    return record
+
+
 def _as_paths(value, sample_id, key: str) -> list[str]:
     if value is None:
         return []
@@ -340,4 +487,7 @@ def _as_array(image):
     return np.asarray(image, dtype=np.uint8)
 
 
-__all__ = ["BadSampleError", "ConversationCollator", "EncodedSample", "IGNORE_INDEX", "REASONS", "load_conversations"]
+__all__ = [
+    "BadSampleError", "ConversationCollator", "EncodedSample", "FORMATS", "IGNORE_INDEX", "REASONS",
+    "chat_media_to_top_level", "load_conversations",
+]

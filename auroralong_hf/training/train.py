@@ -17,7 +17,10 @@ match, so the placeholder runs the collator writes have the length the tower pro
 Outputs in OUTPUT: Trainer checkpoints (`checkpoint-N/`, resumable with `--resume_from_checkpoint PATH|last`),
 then `final/` (model + processor, loads with `AutoModelForImageTextToText` / `AutoProcessor`). With `--lora`:
 `adapter/` (PEFT adapter + the run's config.json + processor) and, with `--merge-lora`, `final/` holds the merged
-plain model. `merge_lora(adapter_dir, output_dir)` merges later.
+plain model. `lora.merge_lora(adapter_dir, output_dir)` merges later.
+
+`--lora` (language stage): adapters on the RWKV-6 layers of `--lora-targets` (lora.py's presets), the projector
+trained in full, everything else frozen: the vision tower too, unless `--lora-vision` gives it adapters.
 
 Multi-process: launch with `accelerate launch` (DDP; configs in auroralong_hf/training/configs/); nothing here
 distributes by hand.
@@ -26,12 +29,16 @@ distributes by hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .lora import LORA_TARGET_PRESETS, lora_config
 
 
 @dataclass(frozen=True)
@@ -55,21 +62,6 @@ PART_PREFIXES = {
     "projector": ("model.multi_modal_projector.",),
     "language_model": ("model.language_model.", "lm_head."),
 }
-
-# LoRA targets (regexes, matched by PEFT against the full module name).
-# RWKV-6: TimeMix r/k/v/g projections (the Linear inside each DataDependentShiftLinear) and o_proj; ChannelMix
-# key / receptance (Linear inside TokenShiftLinear) and value.
-RWKV_LORA_TARGETS = (
-    r"model\.language_model\.layers\.\d+\.attn\.(r_proj|k_proj|v_proj|g_proj)\.linear"
-    r"|model\.language_model\.layers\.\d+\.attn\.o_proj"
-    r"|model\.language_model\.layers\.\d+\.ffn\.(key|receptance)\.linear"
-    r"|model\.language_model\.layers\.\d+\.ffn\.value"
-)
-# SigLIP: attention q/k/v/out projections and the MLP's fc1/fc2.
-VISION_LORA_TARGETS = (
-    r"model\.vision_tower\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
-)
-
 
 # Parameters the forward never uses: the tower's post-layernorm and pooling head (the projector reads the last
 # layer's output before them, as LLaVA does). They stay frozen in every stage: nothing would train them, and DDP
@@ -115,33 +107,29 @@ def set_token_kept_ratio(model, processor, ratio: float) -> int:
     return count
 
 
-def add_lora(model, stage: Stage, *, lora_vision: bool = False, r: int = 64, alpha: int = 128,
-             dropout: float = 0.05):
-    """Wrap `model` in a PEFT LoRA model: adapters on the RWKV-6 projections (and the ViT's with `lora_vision`);
-    the projector, and the ViT when the stage trains it without LoRA, are trained in full and saved with the
-    adapter (`modules_to_save`); everything else is frozen."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = RWKV_LORA_TARGETS + (f"|{VISION_LORA_TARGETS}" if lora_vision else "")
-    modules_to_save = ["multi_modal_projector"]
-    if "vision_tower" in stage.trains and not lora_vision:
-        modules_to_save.append("vision_tower")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                        modules_to_save=modules_to_save)
-    model = get_peft_model(model, config)
+def trainable_by_part(model) -> dict[str, int]:
+    """Trainable parameter counts per part of a plain or PEFT-wrapped AuroraLong (adapters count in their part)."""
+    counts = dict.fromkeys(PART_PREFIXES, 0)
     for name, parameter in model.named_parameters():
-        if UNUSED_PARAMETERS.search(name):  # also in the vision tower's modules_to_save copy
+        if parameter.requires_grad:
+            counts[part_of(name.removeprefix("base_model.model."))] += parameter.numel()
+    return counts
+
+
+def add_lora(model, stage: Stage, *, lora_vision: bool = False, targets: str = "all", r: int = 64,
+             alpha: int = 128, dropout: float = 0.05):
+    """Wrap `model` in a PEFT LoRA model: adapters on the RWKV-6 layers of the preset `targets`
+    (lora.LORA_TARGET_PRESETS) and, with `lora_vision`, on the ViT's projections; the projector is trained in full
+    (saved with the adapter); everything else, the vision tower included, is frozen."""
+    from peft import get_peft_model
+
+    if "language_model" not in stage.trains:
+        raise ValueError(f"LoRA adapts the RWKV-6 language model, which the {stage.name} stage does not train.")
+    model = get_peft_model(model, lora_config(targets, vision=lora_vision, r=r, alpha=alpha, dropout=dropout))
+    for name, parameter in model.named_parameters():
+        if UNUSED_PARAMETERS.search(name):
             parameter.requires_grad_(False)
     return model
-
-
-def lora_parameter_count(model, r: int, lora_vision: bool) -> int:
-    """Parameters LoRA of rank r adds to `model` (a plain AuroraLong) on the targets `add_lora` picks."""
-    from torch import nn
-
-    pattern = re.compile(RWKV_LORA_TARGETS + (f"|{VISION_LORA_TARGETS}" if lora_vision else ""))
-    return sum(r * (module.in_features + module.out_features) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and pattern.fullmatch(name))
 
 
 def weights_checksum(model) -> str:
@@ -153,24 +141,6 @@ def weights_checksum(model) -> str:
         digest.update(name.encode())
         digest.update(parameter.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def merge_lora(adapter_dir, output_dir, base_model=None) -> Path:
-    """Merge a LoRA adapter folder written by `train` into a plain model + processor folder that loads with
-    `AutoModelForImageTextToText`. The base is `base_model` or the adapter's recorded base_model_name_or_path;
-    the adapter folder's config.json (the run's config, e.g. its token_kept_ratio) is used for the base."""
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
-    if base_model is None:
-        base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    config = AutoConfig.from_pretrained(adapter_dir)
-    model = AutoModelForImageTextToText.from_pretrained(base_model, config=config)
-    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    merged.save_pretrained(output_dir)
-    AutoProcessor.from_pretrained(adapter_dir).save_pretrained(output_dir)
-    return output_dir
 
 
 def stage_training_defaults(stage: Stage, output_dir: str) -> list[str]:
@@ -226,7 +196,8 @@ def parse_training_arguments(stage: Stage, output_dir: str, overrides: list[str]
 
 
 def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: str, *, lora: bool = False,
-          lora_vision: bool = False, lora_r: int = 64, lora_alpha: int = 128, lora_dropout: float = 0.05,
+          lora_vision: bool = False, lora_targets: str = "all", lora_r: int = 64, lora_alpha: int = 128,
+          lora_dropout: float = 0.05,
           merge: bool = False, max_length: int | None = None, skip_bad_samples: bool = False,
           training_overrides: list[str] = ()) -> dict:
     """Run one stage; returns a report (plain values). See the module docstring."""
@@ -243,6 +214,8 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
         raise ValueError("--lora adapts the RWKV-6 language model, which only the language stage trains.")
     if lora_vision and not lora:
         raise ValueError("--lora-vision adds ViT adapters to a --lora run.")
+    if lora_targets not in LORA_TARGET_PRESETS:
+        raise ValueError(f"Unknown --lora-targets {lora_targets!r}: choose one of {', '.join(LORA_TARGET_PRESETS)}.")
     if merge and not lora:
         raise ValueError("--merge-lora needs --lora.")
     for path, what in ((data, "data file"), (model_dir, "model folder"), (media_root, "media root")):
@@ -255,7 +228,9 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     tokens = set_token_kept_ratio(model, processor, spec.token_kept_ratio)
     counts = apply_stage_freezing(model, spec)
     if lora:
-        model = add_lora(model, spec, lora_vision=lora_vision, r=lora_r, alpha=lora_alpha, dropout=lora_dropout)
+        model = add_lora(model, spec, lora_vision=lora_vision, targets=lora_targets, r=lora_r, alpha=lora_alpha,
+                         dropout=lora_dropout)
+        counts = trainable_by_part(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     dataset = load_conversations(data)
@@ -298,7 +273,8 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
         "token_kept_ratio": spec.token_kept_ratio,
         "tokens_per_frame": tokens,
         "trainable_parameters": trainable,
-        "trainable_by_part": counts if not lora else None,
+        "trainable_by_part": counts,
+        "lora_targets": lora_targets if lora else None,
         "activation_checkpointing": bool(getattr(trainer.model, "is_activation_checkpointing", False)),
         "skipped_samples": dict(getattr(collator, "skipped", {}) or {}),
         "rank": rank,
@@ -320,8 +296,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-root", required=True, help="folder the records' video / frames / image paths are in")
     parser.add_argument("--model", required=True, help="AuroraLong save_pretrained folder (model + processor)")
     parser.add_argument("--output", required=True, help="folder for checkpoints and the final model")
-    parser.add_argument("--lora", action="store_true", help="LoRA on the RWKV-6 projections (language stage)")
-    parser.add_argument("--lora-vision", action="store_true", help="with --lora: LoRA on the ViT too")
+    parser.add_argument("--lora", action="store_true",
+                        help="LoRA on the RWKV-6 projections (language stage); the projector trains in full, the "
+                             "vision tower stays frozen")
+    parser.add_argument("--lora-targets", choices=list(LORA_TARGET_PRESETS), default="all",
+                        help="with --lora: attention (time-mix r/k/v/g/o), ffn (channel-mix key/receptance/value), "
+                             "all (both; default) or all-linear (PEFT's, less the projector and the frozen tower)")
+    parser.add_argument("--lora-vision", action="store_true", help="with --lora: LoRA on the ViT's projections too")
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--lora-alpha", type=int, default=128)
     parser.add_argument("--lora-dropout", type=float, default=0.05)
@@ -349,15 +330,20 @@ def keep_unknown_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
 
 
 def run_train(args) -> int:
-    report = train(
-        args.stage, args.data, args.media_root, args.model, args.output, lora=args.lora,
-        lora_vision=args.lora_vision, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, merge=args.merge_lora, max_length=args.max_length,
-        skip_bad_samples=args.skip_bad_samples, training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
-    )
+    """`auroralong train`; with --json, stdout holds the report alone (one JSON object, from rank 0)."""
+    # Trainer prints its log lines on stdout (PrinterCallback, or tqdm.write beside the progress bar) and so does the
+    # checksum line below: with --json they go to stderr, so that `auroralong train --json | jq` works.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = train(
+            args.stage, args.data, args.media_root, args.model, args.output, lora=args.lora,
+            lora_vision=args.lora_vision, lora_targets=args.lora_targets, lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=args.merge_lora,
+            max_length=args.max_length,
+            skip_bad_samples=args.skip_bad_samples, training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
+        )
     if report["rank"] == 0:
         if args.json:
-            print(json.dumps(report))
+            print(json.dumps(report), flush=True)
         else:
             where = report["final"] or report["adapter"]
             print(f"{report['stage']}: {report['global_step']} steps, train loss {report['train_loss']:.4f}, "
@@ -367,7 +353,7 @@ def run_train(args) -> int:
 
 
 __all__ = [
-    "PART_PREFIXES", "RWKV_LORA_TARGETS", "STAGES", "Stage", "UNUSED_PARAMETERS", "VISION_LORA_TARGETS", "add_lora",
-    "add_train_arguments", "apply_stage_freezing", "lora_parameter_count", "merge_lora", "part_of", "run_train",
-    "set_token_kept_ratio", "train", "weights_checksum",
+    "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "add_train_arguments",
+    "apply_stage_freezing", "part_of", "run_train", "set_token_kept_ratio", "train", "trainable_by_part",
+    "weights_checksum",
 ]
