@@ -1298,12 +1298,17 @@ def _memory_worker(spec_path: str):
     """One `describe` run in this fresh process: build the model, note the baseline, stream the video, answer."""
     spec = json.loads(Path(spec_path).read_text())
     device, dtype = _worker_setup(spec)
-    from auroralong_hf import CACHE_NAME, AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+    from auroralong_hf import (
+        CACHE_NAME,
+        AuroraLongConfig,
+        AuroraLongForConditionalGeneration,
+        processor_for_vision_config,
+    )
 
     torch.manual_seed(spec["seed"])
     config = AuroraLongConfig(vision_config=spec["vision_config"], text_config=spec["text_config"])
     model = AuroraLongForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
-    processor = AuroraLongProcessor.from_vision_config(spec["vision_config"])
+    processor = processor_for_vision_config(spec["vision_config"])
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": spec["question"]}]}])
     before, after = prompt.split(processor.video_token)

@@ -772,12 +772,21 @@ def convert_rwkv6_checkpoint(
     del sd
     model = model.to(target_dtype).eval()
 
+    from .folder_metadata import answer_generation_config, read_license, write_model_card
+    from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
+
+    tokenizer = RwkvWorldTokenizer()
+    model.generation_config = answer_generation_config(tokenizer)  # also without the tokenizer: the ids are the World's
+    source_path = Path(source).expanduser()
+
     def write(folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
         if save_tokenizer:
-            from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
-
-            RwkvWorldTokenizer().save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        write_model_card(
+            folder, "rwkv6", license=read_license(source_path if source_path.is_dir() else source_path.parent),
+            summary=f"Converted by `auroralong convert rwkv6` from the {fmt} checkpoint `{source_path.name}`.",
+        )
 
     write_folder_atomically(output_dir, write)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, processor_for_vision_config
 from auroralong_hf.training.train import (
     PART_PREFIXES,
     STAGES,
@@ -47,7 +47,7 @@ def workspace(tmp_path_factory):
         text_config={"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32, "vocab_size": 65536},
     )
     model = AuroraLongForConditionalGeneration(config)
-    processor = AuroraLongProcessor.from_vision_config(config.vision_config)
+    processor = processor_for_vision_config(config.vision_config)
     model.save_pretrained(root / "model")
     processor.save_pretrained(root / "model")
     (root / "media").mkdir()

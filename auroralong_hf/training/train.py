@@ -110,7 +110,6 @@ def set_token_kept_ratio(model, processor, ratio: float) -> int:
     if tower_config is not vision:  # the tower keeps its own copy: keep both in step
         tower_config.token_kept_ratio, tower_config.tome_r = float(ratio), None
     count = tokens_per_frame(vision)
-    processor.vision_config = {**processor.vision_config, "token_kept_ratio": float(ratio), "tome_r": None}
     processor.tokens_per_frame = count
     return count
 
@@ -162,15 +161,30 @@ def merge_lora(adapter_dir, output_dir, base_model=None) -> Path:
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    from ..folder_metadata import answer_generation_config
+
     adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
     if base_model is None:
         base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
     config = AutoConfig.from_pretrained(adapter_dir)
     model = AutoModelForImageTextToText.from_pretrained(base_model, config=config)
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    processor = AutoProcessor.from_pretrained(adapter_dir)
+    merged.generation_config = answer_generation_config(processor.tokenizer)
     merged.save_pretrained(output_dir)
-    AutoProcessor.from_pretrained(adapter_dir).save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    write_training_card(output_dir, "language (LoRA merged)", base_model)
     return output_dir
+
+
+def write_training_card(folder, stage: str, base_model) -> None:
+    """The model card of a trained folder: the base's licence (from its card, if any), the base as `base_model`
+    when it is a Hub id."""
+    from ..folder_metadata import hub_id, read_license, write_model_card
+
+    base = str(base_model)
+    write_model_card(folder, "auroralong", base_model=hub_id(base), license=read_license(base) if Path(base).is_dir()
+                     else None, summary=f"Trained by `auroralong train` (stage {stage}) from `{base}`.")
 
 
 def stage_training_defaults(stage: Stage, output_dir: str) -> list[str]:
@@ -234,6 +248,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
+    from ..folder_metadata import answer_generation_config
     from .data import ConversationCollator, load_conversations
 
     if stage not in STAGES:
@@ -252,6 +267,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(model_dir)
+    model.generation_config = answer_generation_config(processor.tokenizer)  # saved with final/ (and checkpoints)
     tokens = set_token_kept_ratio(model, processor, spec.token_kept_ratio)
     counts = apply_stage_freezing(model, spec)
     if lora:
@@ -284,6 +300,8 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
                 processor.save_pretrained(final)
     else:
         trainer.save_model(str(final))
+    if final.is_dir() and trainer.is_world_process_zero():
+        write_training_card(final, stage, model_dir)
     trainer.accelerator.wait_for_everyone()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
