@@ -26,8 +26,10 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
+from .folder_metadata import answer_generation_config, read_license, write_model_card
 from .folders import check_output_dir, write_folder_atomically
 from .modeling.configuration_rwkv6 import Rwkv6Config
+from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
 
 logger = logging.get_logger(__name__)
 
@@ -772,11 +774,9 @@ def convert_rwkv6_checkpoint(
     del sd
     model = model.to(target_dtype).eval()
 
-    from .folder_metadata import answer_generation_config, read_license, write_model_card
-    from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
-
     tokenizer = RwkvWorldTokenizer()
-    model.generation_config = answer_generation_config(tokenizer)  # also without the tokenizer: the ids are the World's
+    # the World ids whether or not the tokenizer is saved beside the model (save_tokenizer)
+    model.generation_config = answer_generation_config(tokenizer)
     source_path = Path(source).expanduser()
 
     def write(folder: Path) -> None:

@@ -48,9 +48,12 @@ _KINDS = {
 def answer_generation_config(tokenizer) -> GenerationConfig:
     """The generation defaults of every model this package writes: stop after the token that ends an answer.
 
-    Answers end with "\\n\\n" (the sandwich template's stop string); its id (261 in the World vocabulary) is read from
-    `tokenizer`, as is the pad id (the World tokenizer's "<|endoftext|>", 0). Raises ValueError when the tokenizer
-    does not encode "\\n\\n" as one token, since generation could not stop on it.
+    Answers end with "\n\n" (the sandwich template's stop string); its id (261 in the World vocabulary) is read from
+    `tokenizer`, and so are the others: `eos_token_id` is [the "\n\n" id, the tokenizer's eos] (the World
+    tokenizer's "<|endoftext|>", 0, ends a document), `pad_token_id` and `bos_token_id` the tokenizer's (0). The
+    tokenizer's own ids are included because transformers' Trainer adds them at `train()` anyway
+    (`align_special_tokens`): every folder, trained or not, then carries the same config.
+    Raises ValueError when the tokenizer does not encode "\n\n" as one token, or has no pad token.
     """
     ids = tokenizer.encode(STOP_STRING, add_special_tokens=False)
     if len(ids) != 1:
@@ -58,7 +61,9 @@ def answer_generation_config(tokenizer) -> GenerationConfig:
                          "one token: generation could not stop on it.")
     if tokenizer.pad_token_id is None:
         raise ValueError(f"{type(tokenizer).__name__} has no pad token: batched generation needs one.")
-    return GenerationConfig(eos_token_id=ids[0], pad_token_id=tokenizer.pad_token_id)
+    eos = list(dict.fromkeys(i for i in (ids[0], tokenizer.eos_token_id) if i is not None))
+    return GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                            bos_token_id=tokenizer.bos_token_id)
 
 
 def hub_id(source) -> str | None:

@@ -23,13 +23,13 @@ from auroralong_hf.convert_auroralong import compose_auroralong, convert_auroral
 from auroralong_hf.convert_rwkv6 import convert_rwkv6_checkpoint
 from auroralong_hf.create_random import create_random, random_model
 
-STOP_ID = 261  # "\n\n" in the World vocabulary, written here once to check the derived value
+STOP_ID = 261  # "\n\n" in the World vocabulary, written here once to check the derived value (0: "<|endoftext|>")
 
 
 def check_folder(folder, pipeline_tag: str, license: str = "unknown") -> dict:
     """The folder's generation config stops at "\\n\\n" and pads with 0; its card's metadata parses. Returns it."""
     generation = json.loads((folder / "generation_config.json").read_text())
-    assert (generation["eos_token_id"], generation["pad_token_id"]) == (STOP_ID, 0)
+    assert (generation["eos_token_id"], generation["pad_token_id"]) == ([STOP_ID, 0], 0)
     metadata = metadata_load(folder / "README.md")
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == pipeline_tag
     assert metadata["license"] == license and "rwkv6" in metadata["tags"]
@@ -37,7 +37,8 @@ def check_folder(folder, pipeline_tag: str, license: str = "unknown") -> dict:
 
 
 class ForceTokenAt(LogitsProcessor):
-    """Greedy decoding picks `token` at the `step`-th new token (0-based), and never before."""
+    """Greedy decoding picks `token` at the `step`-th new token (0-based), and never before; "<|endoftext|>" (0, the
+    config's other end of sequence) never, so that only `token` can end the generation."""
 
     def __init__(self, prompt_length: int, step: int, token: int):
         self.prompt_length, self.step, self.token = prompt_length, step, token
@@ -48,7 +49,7 @@ class ForceTokenAt(LogitsProcessor):
             scores[:] = -float("inf")
             scores[:, self.token] = 0.0
         else:
-            scores[:, self.token] = -float("inf")
+            scores[:, [self.token, 0]] = -float("inf")
         return scores
 
 
@@ -70,10 +71,10 @@ def random_folder(tmp_path_factory):
 
 def test_the_stop_token_comes_from_the_tokenizer():
     config = answer_generation_config(RwkvWorldTokenizer())
-    assert isinstance(config, GenerationConfig) and (config.eos_token_id, config.pad_token_id) == (STOP_ID, 0)
+    assert isinstance(config, GenerationConfig) and (config.eos_token_id, config.pad_token_id) == ([STOP_ID, 0], 0)
 
     class SplitsTheStop:
-        pad_token_id = 0
+        pad_token_id = eos_token_id = bos_token_id = 0
 
         def encode(self, text, add_special_tokens=False):
             return [11, 11]
@@ -85,7 +86,7 @@ def test_the_stop_token_comes_from_the_tokenizer():
 def test_create_random_folder_stops_at_the_end_of_an_answer(random_folder):
     check_folder(random_folder, "image-text-to-text", license="mit")
     model = AutoModelForImageTextToText.from_pretrained(random_folder).eval()
-    assert model.generation_config.eos_token_id == STOP_ID
+    assert model.generation_config.eos_token_id[0] == STOP_ID
     # no eos argument: generation ends right after the forced "\n\n"
     new = generate_with_forced_stop(model, step=3)
     assert len(new) == 4 and new[-1] == STOP_ID and STOP_ID not in new[:-1]
@@ -96,7 +97,7 @@ def test_create_random_folder_stops_at_the_end_of_an_answer(random_folder):
 
 def test_models_built_in_memory_stop_too():
     model, processor = random_model("tiny")
-    assert model.generation_config.eos_token_id == processor.tokenizer.encode("\n\n")[0] == STOP_ID
+    assert model.generation_config.eos_token_id[0] == processor.tokenizer.encode("\n\n")[0] == STOP_ID
     new = generate_with_forced_stop(model, step=1)
     assert new[-1] == STOP_ID and len(new) == 2
 
