@@ -1,60 +1,60 @@
-"""AuroraLong for Hugging Face: importing this package registers every class with the Auto classes."""
+"""AuroraLong for Hugging Face transformers.
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    AutoTokenizer,
-)
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import PrefixChange
+Importing this package registers every class with the Auto classes (`auroralong_hf.registration`), so
+`import auroralong_hf` followed by `AutoModelForImageTextToText.from_pretrained(folder)` (or AutoConfig, AutoModel,
+AutoModelForCausalLM, AutoProcessor, AutoTokenizer) finds them. The names exported here are loaded on first access
+(PEP 562 `__getattr__`), so `from auroralong_hf import AuroraLongProcessor` imports the processing code, not more.
 
-from .modeling import (
-    CACHE_NAME,
-    AuroraLongConfig,
-    AuroraLongForConditionalGeneration,
-    AuroraLongModel,
-    Rwkv6Cache,
-    Rwkv6Config,
-    Rwkv6ForCausalLM,
-    Rwkv6Model,
-    SiglipToMeVisionConfig,
-    SiglipToMeVisionModel,
-    merge_schedule,
-    tokens_per_frame,
-)
-from .processing import AuroraLongProcessor, RwkvWorldTokenizer
+The one exception is the `auroralong` command line. Registration imports torch, transformers and every model
+(seconds), which `auroralong --help` must not pay. Its console script enters through the top-level module
+`auroralong_cli`, which sets `auroralong_cli.DEFER_AUTO_REGISTRATION` before it imports this package; this package
+then skips registration, and `auroralong_hf.cli.main` calls `register_auto_classes()` once a command is about to
+run. A flag held by that module (not an environment variable) keeps the exception to that one process: the workers
+a command starts (`python -m ...`) import this package normally and register.
+"""
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-AutoConfig.register(Rwkv6Config.model_type, Rwkv6Config, exist_ok=True)
-AutoModel.register(Rwkv6Config, Rwkv6Model, exist_ok=True)
-AutoModelForCausalLM.register(Rwkv6Config, Rwkv6ForCausalLM, exist_ok=True)
-AutoTokenizer.register(Rwkv6Config, slow_tokenizer_class=RwkvWorldTokenizer, exist_ok=True)
+# name -> the submodule that defines it
+_EXPORTS = {
+    **dict.fromkeys(
+        ("CACHE_NAME", "AuroraLongConfig", "AuroraLongForConditionalGeneration", "AuroraLongModel", "Rwkv6Cache",
+         "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "SiglipToMeVisionConfig", "SiglipToMeVisionModel",
+         "merge_schedule", "tokens_per_frame"),
+        ".modeling",
+    ),
+    "AuroraLongProcessor": ".processing",
+    "RwkvWorldTokenizer": ".processing",
+    "processor_for_vision_config": ".processor_setup",
+    "answer_generation_config": ".folder_metadata",
+    "write_model_card": ".folder_metadata",
+    "register_auto_classes": ".registration",
+}
 
-AutoConfig.register(SiglipToMeVisionConfig.model_type, SiglipToMeVisionConfig, exist_ok=True)
-AutoModel.register(SiglipToMeVisionConfig, SiglipToMeVisionModel, exist_ok=True)
-AutoConfig.register(AuroraLongConfig.model_type, AuroraLongConfig, exist_ok=True)
-AutoModel.register(AuroraLongConfig, AuroraLongModel, exist_ok=True)
-AutoModelForImageTextToText.register(AuroraLongConfig, AuroraLongForConditionalGeneration, exist_ok=True)
-AutoModelForCausalLM.register(AuroraLongConfig, AuroraLongForConditionalGeneration, exist_ok=True)
-AutoProcessor.register(AuroraLongConfig, AuroraLongProcessor, exist_ok=True)
-# save_pretrained also writes the modeling code and an auto_map, so the folder loads with trust_remote_code=True
-# where this package is not installed (the files in modeling/ import each other only relatively).
-AuroraLongConfig.register_for_auto_class()
-AuroraLongForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-AutoTokenizer.register(AuroraLongConfig, slow_tokenizer_class=RwkvWorldTokenizer, exist_ok=True)
+__all__ = sorted(_EXPORTS)
 
-# SigLIP checkpoints name the tower's weights `vision_model.*`; transformers strips that prefix only for its own
-# SiglipVisionModel class name, so the subclass gets the same rule.
-register_checkpoint_conversion_mapping(
-    SiglipToMeVisionModel.__name__, [PrefixChange(prefix_to_remove="vision_model")], overwrite=True
-)
 
-__all__ = [
-    "CACHE_NAME", "AuroraLongConfig", "AuroraLongForConditionalGeneration", "AuroraLongModel", "AuroraLongProcessor",
-    "Rwkv6Cache", "Rwkv6Config", "Rwkv6ForCausalLM", "Rwkv6Model", "RwkvWorldTokenizer", "SiglipToMeVisionConfig",
-    "SiglipToMeVisionModel", "merge_schedule", "tokens_per_frame",
-]
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})
+
+
+def registration_deferred() -> bool:
+    """True inside the `auroralong` console script until its command runs (see the module docstring)."""
+    return getattr(sys.modules.get("auroralong_cli"), "DEFER_AUTO_REGISTRATION", False) is True
+
+
+if not registration_deferred():
+    from .registration import register_auto_classes
+
+    register_auto_classes()

@@ -1303,12 +1303,12 @@ def _memory_worker(spec_path: str):
     path (processor -> generate, which streams the video) and the answer."""
     spec = json.loads(Path(spec_path).read_text())
     device, dtype = _worker_setup(spec)
-    from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+    from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, processor_for_vision_config
 
     torch.manual_seed(spec["seed"])
     config = AuroraLongConfig(vision_config=spec["vision_config"], text_config=spec["text_config"])
     model = AuroraLongForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
-    processor = AuroraLongProcessor.from_vision_config(spec["vision_config"])
+    processor = processor_for_vision_config(spec["vision_config"])
     image_size, chunk_frames = config.vision_config.image_size, spec["chunk_frames"]
 
     probe = _MemoryProbe(device)
@@ -1512,7 +1512,7 @@ def _latency_worker(spec_path: str):
     device, dtype = _worker_setup(spec)
     from auroralong_hf.modeling.configuration_rwkv6 import Rwkv6Config
     from auroralong_hf.modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6ForCausalLM
-    from auroralong_hf.processing.processing_auroralong import AuroraLongProcessor
+    from auroralong_hf.processor_setup import processor_for_vision_config
 
     torch.manual_seed(spec["seed"])
     text = Rwkv6Config(**spec["text_config"])
@@ -1525,7 +1525,7 @@ def _latency_worker(spec_path: str):
         config = transformer_config(spec["text_config"], spec["transformer"], spec["attn"])
         model = (Qwen2ForCausalLM if spec["transformer"] == "qwen2" else LlamaForCausalLM)(config)
     model = model.to(device=device, dtype=dtype).eval()
-    processor = AuroraLongProcessor.from_vision_config()
+    processor = processor_for_vision_config()
     prefix_ids, suffix_ids = (ids.to(device) for ids in _prompt_ids(processor, spec["question"]))
     tpf, width, chunk_frames = spec["tokens_per_frame"], text.hidden_size, spec["chunk_frames"]
 

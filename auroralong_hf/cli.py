@@ -1,6 +1,9 @@
-"""The `auroralong` command line: describe, create-random, generate, convert, tome-viz, bench.
+"""The `auroralong` command line: describe, create-random, generate, convert, tome-viz, bench, train.
 
-Sub-commands import their heavy modules only when they run, so `auroralong --help` stays fast.
+Building the parser imports only light modules (argument declarations): `auroralong --help` loads neither torch nor
+transformers when started through the console script (see `auroralong_cli` and the `auroralong_hf` docstring for why
+Auto registration waits). A command's heavy modules are imported when it runs, after `main` registered the Auto
+classes; tests/test_cli.py checks the import of the parser.
 """
 
 import argparse
@@ -8,15 +11,36 @@ import json
 import sys
 import time
 
+import auroralong_hf
+
+from .create_random import add_create_random_arguments, run_create_random
+from .describe import add_describe_arguments, run_describe
+from .training.train import add_train_arguments, run_train
+
+# bench KIND -> what it measures; each benchmark's own options are declared in auroralong_hf/bench.py, which imports
+# torch, so they are parsed in a second step when `auroralong bench KIND ...` runs (`auroralong bench KIND --help`).
+BENCHES = {
+    "lm": "RWKV-6 language model: WKV, prefill and decode against their bounds",
+    "vision": "S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds",
+    "memory": "peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh process each",
+    "latency": "RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same visual "
+               "tokens: memory and latency ratios",
+    "train": "samples/s and peak memory of a language-stage training step, gradient checkpointing off and on",
+}
+
 
 def _generate(args) -> int:
+    """Continue a text prompt: an RWKV-6 folder, an AuroraLong folder (text only, through its language model's
+    state) or, without --model, a small random RWKV-6."""
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from . import CACHE_NAME, Rwkv6Config, Rwkv6ForCausalLM, RwkvWorldTokenizer
+    from .folder_metadata import answer_generation_config
+    from .modeling import CACHE_NAME, AuroraLongForConditionalGeneration, Rwkv6Config, Rwkv6ForCausalLM
+    from .processing import RwkvWorldTokenizer
 
     if args.model:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        # AutoModelForCausalLM maps an AuroraLong config to AuroraLongForConditionalGeneration (registration)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         source = args.model
@@ -25,15 +49,18 @@ def _generate(args) -> int:
         config = Rwkv6Config(hidden_size=256, num_hidden_layers=4)
         model = Rwkv6ForCausalLM(config).to(getattr(torch, args.dtype))
         tokenizer = RwkvWorldTokenizer()
+        model.generation_config = answer_generation_config(tokenizer)
         source = "a small random RWKV-6 (4 layers, 256 wide; random weights, so the text is gibberish)"
     model.eval()
+    is_auroralong = isinstance(model, AuroraLongForConditionalGeneration)
+    language_model = model.model.language_model if is_auroralong else model.model
 
     inputs = tokenizer(args.prompt, return_tensors="pt")
     start = time.perf_counter()
     with torch.inference_mode():
+        # end of sequence and padding: the folder's generation_config.json (the end of an answer, "\n\n")
         output = model.generate(
-            **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.sample, pad_token_id=0,
-            return_dict_in_generate=True,
+            **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.sample, return_dict_in_generate=True,
         )
     seconds = time.perf_counter() - start
     new_tokens = output.sequences[0, inputs["input_ids"].shape[1]:]
@@ -41,13 +68,14 @@ def _generate(args) -> int:
     state_bytes = sum(t.numel() * t.element_size() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s)
     report = {
         "model": source,
+        "model_class": type(model).__name__,
         "prompt": args.prompt,
         "answer": tokenizer.decode(new_tokens, skip_special_tokens=True),
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "new_tokens": int(new_tokens.numel()),
         "seconds": round(seconds, 3),
         "state_bytes": state_bytes,
-        "wkv_backend": model.model.wkv_backend(model.device),
+        "wkv_backend": language_model.wkv_backend(model.device),
     }
     if args.json:
         print(json.dumps(report))
@@ -70,7 +98,17 @@ def _convert_rwkv6(args) -> int:
 def _bench(args) -> int:
     from . import bench
 
-    getattr(bench, f"bench_{args.kind}")(args)
+    benches = {
+        "lm": (bench.add_bench_lm_arguments, bench.bench_lm),
+        "vision": (bench.add_bench_vision_arguments, bench.bench_vision),
+        "memory": (bench.add_bench_memory_arguments, bench.bench_memory),
+        "latency": (bench.add_bench_latency_arguments, bench.bench_latency),
+        "train": (bench.add_bench_train_arguments, bench.bench_train),
+    }
+    add_arguments, run = benches[args.kind]
+    parser = argparse.ArgumentParser(prog=f"auroralong bench {args.kind}", description=BENCHES[args.kind])
+    add_arguments(parser)
+    run(parser.parse_args(args.options, namespace=args))
     return 0
 
 
@@ -149,22 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
         sub.set_defaults(run=_convert_auroralong)
 
-    bench = commands.add_parser("bench", help="efficiency benchmarks")
-    bench_kinds = bench.add_subparsers(dest="kind", required=True)
-    from . import bench as bench_module
-
-    bench_help = {
-        "lm": "RWKV-6 language model: WKV, prefill and decode against their bounds",
-        "vision": "S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds",
-        "memory": "peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh process each",
-        "latency": "RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same visual "
-                   "tokens: memory and latency ratios",
-        "train": "samples/s and peak memory of a language-stage training step, gradient checkpointing off and on",
-    }
-    for kind, text in bench_help.items():
-        sub = bench_kinds.add_parser(kind, help=text)
-        getattr(bench_module, f"add_bench_{kind}_arguments")(sub)
-        sub.set_defaults(run=_bench)
+    bench = commands.add_parser(
+        "bench", help="efficiency benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="efficiency benchmarks:\n" + "\n".join(f"  {kind:8s} {text}" for kind, text in BENCHES.items()),
+    )
+    bench.add_argument("kind", choices=list(BENCHES), help="the benchmark (listed above)")
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's options: `auroralong bench KIND --help` lists them")
+    bench.set_defaults(run=_bench)
 
     viz = commands.add_parser(
         "tome-viz", help="draw S-ToMe's merged groups and the tokens' visiting order over an image or video's frames"
@@ -182,10 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--json", action="store_true", help="print one JSON object")
     viz.set_defaults(run=_tome_viz)
 
-    # describe / create-random: both modules import torch and transformers only when their command runs
-    from .create_random import add_create_random_arguments, run_create_random
-    from .describe import add_describe_arguments, run_describe
-
     describe = commands.add_parser(
         "describe", help="answer a question about a video, streaming it through the RNN state; report the cost"
     )
@@ -194,9 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create-random", help="write a model + processor folder with random weights")
     add_create_random_arguments(create)
     create.set_defaults(run=run_create_random)
-
-    # train: Table 1's stages on HF Trainer (auroralong_hf/training/train.py imports torch/transformers only when run)
-    from .training.train import add_train_arguments, run_train
 
     train = commands.add_parser(
         "train", help="train a stage (pretrain | vision | language) on LLaVA-style conversations with HF Trainer; "
@@ -209,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # deferred while the parser was built (console script); a no-op when the package registered on import
+    auroralong_hf.register_auto_classes()
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

@@ -388,18 +388,23 @@ def _image_processor(vision_dir: Path, image_size: int, notes: list[str]):
     return SiglipImageProcessorPil(**kwargs), (str(path) if path.is_file() else None)
 
 
-def _write(output_dir: Path, config, sd: dict[str, torch.Tensor], target_dtype: torch.dtype, processor) -> int:
-    """Build the model from `sd` (no random init), cast, and write model + processor atomically."""
+def _write(output_dir: Path, config, sd: dict[str, torch.Tensor], target_dtype: torch.dtype, processor, *,
+           summary: str, license: str | None) -> int:
+    """Build the model from `sd` (no random init), cast, and write model + processor + generation config + model
+    card (`summary`, `license`) atomically."""
+    from .folder_metadata import answer_generation_config, write_model_card
     from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
 
     config.dtype = target_dtype  # recorded in config.json by save_pretrained
     model = _build_model(config, sd, AuroraLongForConditionalGeneration)
     model = model.to(target_dtype).eval()
+    model.generation_config = answer_generation_config(processor.tokenizer)
     num_parameters = sum(p.numel() for p in model.parameters())
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
         processor.save_pretrained(folder)
+        write_model_card(folder, "auroralong", summary=summary, license=license)
 
     write_folder_atomically(output_dir, write)
     return num_parameters
@@ -503,18 +508,22 @@ def convert_auroralong_checkpoint(
                              f"{'vision tower' if field.startswith('visual') else 'language model'} has {ours}.")
 
     from .modeling.configuration_auroralong import AuroraLongConfig
-    from .processing.processing_auroralong import AuroraLongProcessor
-    from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
+    from .processor_setup import processor_for_vision_config
 
     config = AuroraLongConfig(vision_config=vision_config, text_config=text_config,
                               projector_hidden_act=projector["hidden_act"], projector_bias=projector["bias"],
                               tie_word_embeddings=text_config.tie_word_embeddings)
     image_processor, preprocessor_path = _image_processor(vision_dir, vision_config.image_size, notes)
-    processor = AuroraLongProcessor(image_processor, RwkvWorldTokenizer(), vision_config=vision_config.to_dict())
+    processor = processor_for_vision_config(vision_config, image_processor=image_processor)
 
     sd = {**vision_sd, **projector["sd"], **language_sd}
     target_dtype = _target_dtype(dtype, sd)
-    num_parameters = _write(output_dir, config, sd, target_dtype, processor)
+    from .folder_metadata import read_license
+
+    summary = (f"Converted by `auroralong convert auroralong` from the xtuner release layout `{root.name}` (the RWKV-6 "
+               "LLM at its root, visual_encoder/, projector/); the released code's conventions are config switches.")
+    num_parameters = _write(output_dir, config, sd, target_dtype, processor, summary=summary,
+                            license=read_license(root))
     report = {
         "command": "convert auroralong",
         "source": str(root),
@@ -574,8 +583,7 @@ def compose_auroralong(
 
     from .modeling.configuration_auroralong import AuroraLongConfig
     from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration, AuroraLongMultiModalProjector
-    from .processing.processing_auroralong import AuroraLongProcessor
-    from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
+    from .processor_setup import processor_for_vision_config
 
     config = AuroraLongConfig(vision_config=vision_config, text_config=text_config,
                               tie_word_embeddings=text_config.tie_word_embeddings)
@@ -587,10 +595,18 @@ def compose_auroralong(
     projector_sd = {_PROJECTOR + k: v for k, v in projector.state_dict().items()}
 
     image_processor, preprocessor_path = _image_processor(vision_dir, vision_config.image_size, notes)
-    processor = AuroraLongProcessor(image_processor, RwkvWorldTokenizer(), vision_config=vision_config.to_dict())
+    processor = processor_for_vision_config(vision_config, image_processor=image_processor)
     sd = {**vision_sd, **projector_sd, **language_sd}
     target_dtype = _target_dtype(dtype, {**vision_sd, **language_sd})
-    num_parameters = _write(output_dir, config, sd, target_dtype, processor)
+    from .folder_metadata import read_license
+
+    summary = (f"Composed by `auroralong convert compose` from the SigLIP tower `{vision_dir.name}` and the RWKV-6 "
+               f"checkpoint `{language_path.name}`. The projector is RANDOMLY initialised (seed {seed}): train it "
+               "(`auroralong train --stage pretrain`) before use.")
+    # Each part keeps its licence; one is written only when both sources' cards agree.
+    licenses = {read_license(vision_dir), read_license(language_path) if language_path.is_dir() else None}
+    num_parameters = _write(output_dir, config, sd, target_dtype, processor, summary=summary,
+                            license=licenses.pop() if len(licenses) == 1 else None)
     truncated = layers < base.num_hidden_layers
     switches = {
         "vision_config.num_hidden_layers": {

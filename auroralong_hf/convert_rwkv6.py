@@ -26,8 +26,10 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
+from .folder_metadata import answer_generation_config, read_license, write_model_card
 from .folders import check_output_dir, write_folder_atomically
 from .modeling.configuration_rwkv6 import Rwkv6Config
+from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
 
 logger = logging.get_logger(__name__)
 
@@ -772,12 +774,19 @@ def convert_rwkv6_checkpoint(
     del sd
     model = model.to(target_dtype).eval()
 
+    tokenizer = RwkvWorldTokenizer()
+    # the World ids whether or not the tokenizer is saved beside the model (save_tokenizer)
+    model.generation_config = answer_generation_config(tokenizer)
+    source_path = Path(source).expanduser()
+
     def write(folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
         if save_tokenizer:
-            from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
-
-            RwkvWorldTokenizer().save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        write_model_card(
+            folder, "rwkv6", license=read_license(source_path if source_path.is_dir() else source_path.parent),
+            summary=f"Converted by `auroralong convert rwkv6` from the {fmt} checkpoint `{source_path.name}`.",
+        )
 
     write_folder_atomically(output_dir, write)
 

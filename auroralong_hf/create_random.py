@@ -62,14 +62,16 @@ def random_config(size: str, token_kept_ratio: float | None = None):
 
 
 def random_model(size: str, *, seed: int = 0, dtype: str = "float32", token_kept_ratio: float | None = None):
-    """(model in eval mode, processor) of a named size, the weights initialised after `torch.manual_seed(seed)`.
+    """(model in eval mode, processor) of a named size, the weights initialised after `torch.manual_seed(seed)`;
+    the model's generation config stops at the end of an answer.
 
     The parameters are created in `dtype` directly (no float32 copy first), which matters for `2b`.
     """
     import torch
 
+    from .folder_metadata import answer_generation_config
     from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
-    from .processing.processing_auroralong import AuroraLongProcessor
+    from .processor_setup import processor_for_vision_config
 
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
@@ -82,7 +84,8 @@ def random_model(size: str, *, seed: int = 0, dtype: str = "float32", token_kept
     finally:
         torch.set_default_dtype(previous)
     model.config.dtype = getattr(torch, dtype)  # recorded in config.json
-    processor = AuroraLongProcessor.from_vision_config(config.vision_config)
+    processor = processor_for_vision_config(config.vision_config)
+    model.generation_config = answer_generation_config(processor.tokenizer)  # generate() stops at an answer's end
     return model.eval(), processor
 
 
@@ -93,6 +96,8 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
 
     A non-empty `output_dir` is refused unless `overwrite=True`. Returns a report of plain values.
     """
+    from .folder_metadata import write_model_card
+
     output_dir = check_output_dir(output_dir, overwrite)
     start = time.perf_counter()
     model, processor = random_model(size, seed=seed, dtype=dtype)
@@ -102,6 +107,9 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
         with quiet_transformers_bars(not sys.stderr.isatty()):
             model.save_pretrained(folder)
         processor.save_pretrained(folder)
+        write_model_card(folder, "auroralong", license="mit", summary=(
+            f"An AuroraLong model of size `{size}` with RANDOM weights (seed {seed}, {dtype}), written by "
+            "`auroralong create-random` for tests, demos and benchmarks: its answers are gibberish."))
 
     write_folder_atomically(output_dir, write)
 

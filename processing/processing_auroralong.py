@@ -17,8 +17,6 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
-from ..modeling.configuration_auroralong import SIGLIP_L_384_TOME
-from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
 from .image_io import load_image
 from .video_io import VideoFrames, VideoPlan, frames_from_array, load_video, plan_video
 
@@ -164,7 +162,10 @@ class AuroraLongProcessor(ProcessorMixin):
         image_processor: A SigLIP image processor (`SiglipImageProcessorPil`: 384x384 bicubic, mean = std = 0.5).
         tokenizer: `RwkvWorldTokenizer` (it knows `<image>` and `<video>`).
         chat_template: Jinja template; default the sandwich prompt.
-        vision_config: The vision tower's config (a `SiglipToMeVisionConfig` dict): fixes tokens per frame.
+        tokens_per_frame: Visual tokens the vision tower yields per frame (its S-ToMe schedule's count; for a tower
+            config, `auroralong_hf.tokens_per_frame(vision_config)`, or build the whole processor with
+            `auroralong_hf.processor_for_vision_config`). A plain number so that the processor needs no modeling
+            code: saved in processor_config.json, it loads with trust_remote_code=True without this package.
         fps: Frames sampled per second of video (the paper's 1.0 for short videos).
         num_frames: Sample this many frames evenly instead (e.g. 48 for MLVU and MVBench); wins over fps.
         max_frames: Cap on the frames sampled from one video.
@@ -177,6 +178,8 @@ class AuroraLongProcessor(ProcessorMixin):
             than as one tensor of every frame (see `__call__`).
         strict_decoding: Fail on a damaged packet or frame instead of replacing lost sampled frames with the
             nearest good ones (video_io's `strict`).
+        vision_config: Read only to refuse, with a way out, a processor_config.json written by an older version
+            (a tower config instead of `tokens_per_frame`); never stored or saved.
     """
 
     def __init__(
@@ -184,7 +187,7 @@ class AuroraLongProcessor(ProcessorMixin):
         image_processor=None,
         tokenizer=None,
         chat_template: str | None = None,
-        vision_config: dict | None = None,
+        tokens_per_frame: int | None = None,
         fps: float = 1.0,
         num_frames: int | None = None,
         max_frames: int | None = None,
@@ -194,9 +197,27 @@ class AuroraLongProcessor(ProcessorMixin):
         video_backend: str = "pyav",
         strict_decoding: bool = False,
         stream_videos: bool = True,
+        vision_config: dict | None = None,
         **kwargs,
     ):
-        self.vision_config = dict(SIGLIP_L_384_TOME if vision_config is None else vision_config)
+        if tokens_per_frame is None:
+            if vision_config is not None:
+                # A processor_config.json written before the processor held plain numbers: it names the tower's
+                # config, and counting its tokens needs the modeling code, which a processor must not import.
+                raise ValueError(
+                    "This processor config has 'vision_config' but no 'tokens_per_frame' (auroralong-hf wrote it "
+                    "before processors stood alone). Add \"tokens_per_frame\": N to its processor_config.json, N "
+                    "being `auroralong_hf.tokens_per_frame(AutoConfig.from_pretrained(folder).vision_config)`, or "
+                    "save it again with `auroralong_hf.processor_for_vision_config(config.vision_config)`."
+                )
+            raise ValueError(
+                "AuroraLongProcessor needs tokens_per_frame (the vision tower's visual tokens per frame: "
+                "auroralong_hf.tokens_per_frame(vision_config)); auroralong_hf.processor_for_vision_config builds a "
+                "processor for a tower."
+            )
+        if isinstance(tokens_per_frame, bool) or not isinstance(tokens_per_frame, int) or tokens_per_frame < 1:
+            raise ValueError(f"tokens_per_frame must be a positive int, got {tokens_per_frame!r}.")
+        self.tokens_per_frame = tokens_per_frame
         self.fps = fps
         self.num_frames = num_frames
         self.max_frames = max_frames
@@ -208,34 +229,10 @@ class AuroraLongProcessor(ProcessorMixin):
         self.stream_videos = stream_videos
         super().__init__(image_processor, tokenizer, chat_template=chat_template or SANDWICH_CHAT_TEMPLATE)
 
-        vision = SiglipToMeVisionConfig(**{k: v for k, v in self.vision_config.items() if k != "model_type"})
-        self.tokens_per_frame = tokens_per_frame(vision)
-        size = image_processor.size
-        if (size["height"], size["width"]) != (vision.image_size, vision.image_size):
-            raise ValueError(
-                f"The image processor resizes to {size['height']}x{size['width']} but the vision tower takes "
-                f"{vision.image_size}x{vision.image_size}."
-            )
         self.image_token, self.video_token = "<image>", "<video>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         self.stop_strings = [STOP_STRING]
-
-    @classmethod
-    def from_vision_config(cls, vision_config: SiglipToMeVisionConfig | dict | None = None, **settings):
-        """A processor for a vision tower: the World tokenizer and SigLIP's preprocessing at its input size."""
-        from transformers import SiglipImageProcessorPil
-
-        from .tokenization_rwkv_world import RwkvWorldTokenizer
-
-        if isinstance(vision_config, SiglipToMeVisionConfig):
-            vision_config = vision_config.to_dict()
-        vision_config = dict(SIGLIP_L_384_TOME if vision_config is None else vision_config)
-        size = vision_config.get("image_size", 224)
-        image_processor = SiglipImageProcessorPil(
-            size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-        )
-        return cls(image_processor, RwkvWorldTokenizer(), vision_config=vision_config, **settings)
 
     def __call__(
         self,

@@ -6,7 +6,7 @@ import torch
 from outputs import state_of
 from transformers import AutoModelForImageTextToText
 
-from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor, Rwkv6Cache
+from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache, processor_for_vision_config
 
 VISION = {  # the real 384/16 grid, 23 layers (58 tokens per frame at 0.1), tiny widths
     "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 23,
@@ -27,7 +27,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def processor():
-    return AuroraLongProcessor.from_vision_config(VISION)
+    return processor_for_vision_config(VISION)
 
 
 def frames(count, seed):
@@ -130,7 +130,7 @@ def test_save_load_round_trip_and_auto_class(model, processor, tmp_path):
 def test_gradients_and_checkpointing():
     torch.manual_seed(1)
     model = AuroraLongForConditionalGeneration(AuroraLongConfig(vision_config=VISION, text_config=TEXT)).train()
-    processor = AuroraLongProcessor.from_vision_config(VISION)
+    processor = processor_for_vision_config(VISION)
     inputs = ask(processor, frames(2, 7))
     labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == 65535, -100)
     model(**inputs, labels=labels).loss.backward()

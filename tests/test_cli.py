@@ -1,7 +1,13 @@
-"""The `auroralong` command line: generate, convert rwkv6 (end to end through argparse), and its error path."""
+"""The `auroralong` command line: generate (RWKV-6 and AuroraLong folders), convert rwkv6 (end to end through
+argparse), its error path, and a parser that loads neither torch nor transformers."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
+import pytest
 import torch
 from rwkv6_checkpoints import make_blinkdl_state_dict, write_blinkdl_checkpoint
 
@@ -36,3 +42,87 @@ def test_missing_source_is_a_clear_error(tmp_path, capsys):
     assert main(["convert", "rwkv6", str(tmp_path / "nope.pth"), str(tmp_path / "out")]) == 2
     assert "nope.pth" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_with_an_auroralong_folder(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert main(["create-random", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["generate", "Hi", "--model", str(out), "--max-new-tokens", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_class"] == "AuroraLongForConditionalGeneration" and report["wkv_backend"] == "torch"
+    assert 1 <= report["new_tokens"] <= 3 and report["prompt_tokens"] == 1  # "Hi" is one World token
+    # the tiny size's language model: 2 layers x (2 x 64 x 4 B shift vectors + 2 heads x 32 x 32 x 4 B WKV)
+    assert report["state_bytes"] == 2 * (2 * 64 * 4 + 2 * 32 * 32 * 4)
+
+
+HEAVY = ("torch", "transformers", "numpy", "PIL", "av")
+IMPORTS_OF_THE_HELP = f"""
+import sys
+import auroralong_cli
+from auroralong_hf.cli import build_parser
+parser = build_parser()
+for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"]):
+    try:
+        parser.parse_args(argv)
+    except SystemExit:
+        pass
+print(sorted(name for name in {HEAVY!r} if name in sys.modules))
+"""
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    """`auroralong --help` enters through auroralong_cli, which defers Auto registration: building the parser and
+    printing any command's help must not import the heavy libraries (that is what made it take seconds)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTS_OF_THE_HELP], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-3000:]
+
+
+def test_the_check_above_sees_a_heavy_import():
+    """Without auroralong_cli's flag the package registers on import, which loads torch and transformers."""
+    code = IMPORTS_OF_THE_HELP.replace("import auroralong_cli\n", "")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'torch'" in result.stdout and "'transformers'" in result.stdout
+
+
+def test_the_console_script_runs():
+    script = shutil.which("auroralong")
+    assert script is not None, "the console script is not installed: pip install -e ."
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "create-random" in result.stdout, result.stderr
+
+
+REGISTERED_ON_IMPORT = """
+import json
+import sys
+import auroralong_hf
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+folder = sys.argv[1]
+names = [type(AutoConfig.from_pretrained(folder)).__module__,
+         type(AutoModelForImageTextToText.from_pretrained(folder)).__module__,
+         type(AutoProcessor.from_pretrained(folder)).__module__, type(AutoTokenizer.from_pretrained(folder)).__module__]
+print(json.dumps(names))
+assert auroralong_hf.AuroraLongProcessor is auroralong_hf.processing.AuroraLongProcessor
+"""
+
+
+def test_importing_the_package_registers_the_auto_classes(tmp_path, capsys):
+    """A fresh process: `import auroralong_hf`, then the Auto classes find our classes (not remote code)."""
+    assert main(["create-random", str(tmp_path / "tiny")]) == 0
+    result = subprocess.run([sys.executable, "-c", REGISTERED_ON_IMPORT, str(tmp_path / "tiny")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(module.startswith("auroralong_hf.") for module in modules), modules
+
+
+def test_the_package_face_is_lazy_and_complete():
+    import auroralong_hf
+
+    for name in auroralong_hf.__all__:
+        assert getattr(auroralong_hf, name) is not None, name
+    assert "AuroraLongProcessor" in dir(auroralong_hf)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        auroralong_hf.Nope  # noqa: B018

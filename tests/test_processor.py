@@ -1,13 +1,18 @@
 """AuroraLongProcessor: placeholders, sandwich prompt, pixel values from paths / frames / images, round trip."""
 
+import ast
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoProcessor
 from videos import decode_frame_index, write_video
 
-from auroralong_hf import AuroraLongProcessor, SiglipToMeVisionConfig, tokens_per_frame
+from auroralong_hf import AuroraLongProcessor, SiglipToMeVisionConfig, processor_for_vision_config, tokens_per_frame
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_VISION = {  # the real 384/16 patch grid (576 patches), tiny widths
     "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 23,
     "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1,
@@ -16,7 +21,7 @@ TINY_VISION = {  # the real 384/16 patch grid (576 patches), tiny widths
 
 @pytest.fixture(scope="module")
 def processor():
-    return AuroraLongProcessor.from_vision_config(TINY_VISION, stream_videos=False)  # pixels to inspect
+    return processor_for_vision_config(TINY_VISION, stream_videos=False)  # pixels to inspect
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def test_placeholder_runs_match_the_tome_schedule(processor, clip):
 ])
 def test_tokens_per_frame_is_the_encoder_count(settings):
     vision = {**TINY_VISION, **settings}
-    processor = AuroraLongProcessor.from_vision_config(vision, frame_separator="\n")
+    processor = processor_for_vision_config(vision, frame_separator="\n")
     expected = tokens_per_frame(SiglipToMeVisionConfig(**vision))
     assert processor.tokens_per_frame == expected
     frames = np.zeros((3, 32, 32, 3), dtype=np.uint8)
@@ -104,7 +109,7 @@ def test_batch_of_videos_of_different_lengths(processor, clip):
 
 def test_pad_to_square_keeps_aspect(processor):
     wide = np.full((20, 80, 3), 255, dtype=np.uint8)  # white, 4:1
-    padded = AuroraLongProcessor.from_vision_config(TINY_VISION, pad_to_square=True)(
+    padded = processor_for_vision_config(TINY_VISION, pad_to_square=True)(
         text="<image>", images=wide)["pixel_values"][0]
     assert padded.shape == (3, 384, 384)
     assert torch.allclose(padded[:, 0, :], torch.zeros(3, 384), atol=0.02)  # grey band = normalised 0
@@ -131,7 +136,7 @@ def test_video_chunks_stream_the_same_frames(processor, clip):
 
 
 def test_save_and_load_round_trip(processor, clip, tmp_path):
-    custom = AuroraLongProcessor.from_vision_config(TINY_VISION, num_frames=3, frame_separator="\n")
+    custom = processor_for_vision_config(TINY_VISION, num_frames=3, frame_separator="\n")
     custom.save_pretrained(tmp_path)
     for loaded in (AuroraLongProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert isinstance(loaded, AuroraLongProcessor)
@@ -157,17 +162,78 @@ def test_placeholder_count_must_match(processor):
 def test_image_size_must_match_the_tower():
     from transformers import SiglipImageProcessorPil
 
+    with pytest.raises(ValueError, match="resizes to 224x224 but the vision tower takes 384x384"):
+        processor_for_vision_config(TINY_VISION,
+                                    image_processor=SiglipImageProcessorPil(size={"height": 224, "width": 224}))
+
+
+def test_the_processor_holds_plain_numbers(processor, tmp_path):
     from auroralong_hf import RwkvWorldTokenizer
 
-    with pytest.raises(ValueError, match="resizes to 224x224 but the vision tower takes 384x384"):
-        AuroraLongProcessor(SiglipImageProcessorPil(size={"height": 224, "width": 224}), RwkvWorldTokenizer(),
-                            vision_config=TINY_VISION)
+    parts = (processor.image_processor, RwkvWorldTokenizer())
+    assert AuroraLongProcessor(*parts, tokens_per_frame=7).tokens_per_frame == 7
+    for bad in (0, -3, 2.5, True, "58"):
+        with pytest.raises(ValueError, match="tokens_per_frame must be a positive int"):
+            AuroraLongProcessor(*parts, tokens_per_frame=bad)
+    with pytest.raises(ValueError, match="needs tokens_per_frame.*processor_for_vision_config"):
+        AuroraLongProcessor(*parts)
+
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["tokens_per_frame"] == 58 and "vision_config" not in saved
+
+
+def test_an_old_processor_config_with_a_vision_config_fails_clearly(processor, tmp_path):
+    """Folders written before the processor held plain numbers name the tower's config instead: counting its
+    tokens needs modeling code, so loading refuses and says how to fix the file."""
+    processor.save_pretrained(tmp_path)
+    path = tmp_path / "processor_config.json"
+    saved = json.loads(path.read_text())
+    del saved["tokens_per_frame"]
+    saved["vision_config"] = dict(TINY_VISION, model_type="siglip_tome_vision_model")
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="'vision_config' but no 'tokens_per_frame'.*tokens_per_frame"):
+        AutoProcessor.from_pretrained(tmp_path)
+
+    saved["tokens_per_frame"] = 58  # the fix the message gives; the stale vision_config is then ignored
+    path.write_text(json.dumps(saved))
+    assert AutoProcessor.from_pretrained(tmp_path).tokens_per_frame == 58
+
+
+def _imported_modules(path: Path) -> list[tuple[str, int]]:
+    """(module, relative level) of every import statement in a file, at any depth (function-local ones too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", node.level))
+    return found
+
+
+def test_processing_imports_nothing_from_modeling():
+    """The processor is saved as remote code and loads without the package: processing/ must stand alone."""
+    files = sorted((ROOT / "processing").glob("*.py"))
+    assert len(files) >= 4
+    for path in files:
+        for module, level in _imported_modules(path):
+            absolute = module.startswith(("auroralong_hf", "modeling"))
+            assert not (absolute or (level >= 2) or (level == 1 and module.startswith("modeling"))), (
+                f"{path.name} imports {'.' * level}{module}: processing/ imports nothing from modeling/ (or the "
+                "package above it)"
+            )
+
+
+def test_the_import_check_sees_what_it_must(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from ..modeling.configuration_siglip_tome import tokens_per_frame\n")
+    assert _imported_modules(bad) == [("modeling.configuration_siglip_tome", 2)]
 
 
 def test_streamed_videos_are_planned_not_decoded(clip):
     """The default: apply_chat_template(tokenize=True) plans each video (frame count, times) and hands the model a
     LazyVideo; sampling arguments given any way transformers users pass them are honoured, unknown ones raise."""
-    processor = AuroraLongProcessor.from_vision_config(TINY_VISION)
+    processor = processor_for_vision_config(TINY_VISION)
     messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": "Q?"}]}]
     kwargs = {"add_generation_prompt": True, "tokenize": True, "return_dict": True}
     for extra, frames in (({}, 4), ({"num_frames": 3}, 3), ({"processor_kwargs": {"fps": 2}}, 8),
@@ -184,7 +250,7 @@ def test_streamed_videos_are_planned_not_decoded(clip):
 
 
 def test_batched_conversations_generation_prompt_and_literal_tags(clip):
-    processor = AuroraLongProcessor.from_vision_config(TINY_VISION)
+    processor = processor_for_vision_config(TINY_VISION)
     first = [{"role": "user", "content": [{"type": "video", "path": str(clip)},
                                           {"type": "text", "text": "Is <video> or <image> a tag here?"}]}]
     second = [{"role": "user", "content": [{"type": "text", "text": "Hi."}]},

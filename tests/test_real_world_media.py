@@ -19,6 +19,7 @@ from media_corpus import (
 from PIL import Image
 from videos import decode_frame_index
 
+from auroralong_hf import processor_for_vision_config
 from auroralong_hf.processing import AuroraLongProcessor, DamagedVideoWarning
 from auroralong_hf.processing.image_io import load_image
 from auroralong_hf.processing.video_io import iter_video_chunks, probe_video, read_video
@@ -224,7 +225,7 @@ def test_variable_frame_rate_h264(tmp_path):
 
 @pytest.fixture(scope="module")
 def processor():
-    return AuroraLongProcessor.from_vision_config(TINY_VISION, fps=None)
+    return processor_for_vision_config(TINY_VISION, fps=None)
 
 
 def expected_pixels(processor, picture: np.ndarray, count: int = 1) -> torch.Tensor:
@@ -250,7 +251,7 @@ def test_processor(processor, corpus):
         assert close(inputs["pixel_values"], expected_pixels(processor, photo.shown))
     inputs = processor(text="<video> What?", videos=[Image.open(photo.path)] * 2, stream_videos=False)  # EXIF photos
     assert close(inputs["pixel_values_videos"][0], expected_pixels(processor, photo.shown, 2))
-    strict = AuroraLongProcessor.from_vision_config(TINY_VISION, fps=None, strict_decoding=True)
+    strict = processor_for_vision_config(TINY_VISION, fps=None, strict_decoding=True)
     with pytest.raises(ValueError, match="damaged"):
         strict.load_video(corpus["damaged"].video.path)
     with pytest.warns(DamagedVideoWarning, match="damaged.mp4"):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import metadata_load
 from safetensors.torch import load_file
 
-from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, AuroraLongProcessor
+from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, processor_for_vision_config
 from auroralong_hf.training.lora import lora_parameter_count, merge_lora
 from auroralong_hf.training.train import PART_PREFIXES, STAGES, UNUSED_PARAMETERS, part_of, train
 
@@ -40,7 +41,7 @@ def workspace(tmp_path_factory):
         text_config={"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32, "vocab_size": 65536},
     )
     model = AuroraLongForConditionalGeneration(config)
-    processor = AuroraLongProcessor.from_vision_config(config.vision_config)
+    processor = processor_for_vision_config(config.vision_config)
     model.save_pretrained(root / "model")
     processor.save_pretrained(root / "model")
     (root / "media").mkdir()
@@ -105,6 +106,10 @@ def test_stage_trains_exactly_its_parts(workspace, stage):
     processor = AutoProcessor.from_pretrained(workspace / f"freeze-{stage}" / "final")
     assert processor.tokens_per_frame == report["tokens_per_frame"]
     assert set(PART_PREFIXES) >= set(STAGES[stage].trains)
+    # a complete folder: generation stops at the end of an answer, and a model card
+    final = workspace / f"freeze-{stage}" / "final"
+    assert json.loads((final / "generation_config.json").read_text())["eos_token_id"] == [261, 0]
+    assert metadata_load(final / "README.md")["pipeline_tag"] == "image-text-to-text"
 
 
 def test_gradient_checkpointing_gives_the_same_step(workspace):
@@ -205,6 +210,10 @@ def test_lora_counts_and_merge(workspace, lora_vision):
     again = merge_lora(out / "adapter", workspace / f"merged-again-{lora_vision}", base_model=workspace / "model")
     for name, tensor in weights(out / "final").items():
         torch.testing.assert_close(weights(again)[name], tensor, msg=name)
+    for folder in (out / "final", again):
+        assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == [261, 0]
+        assert metadata_load(folder / "README.md")["library_name"] == "transformers"
+    assert "(stage language (LoRA merged))" in (again / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from PIL import Image
 from videos import decode_frame_index, index_frame, write_random_bytes, write_video
 
 import auroralong_hf.training
-from auroralong_hf import AuroraLongProcessor
+from auroralong_hf import processor_for_vision_config
 from auroralong_hf.training.data import ConversationCollator, load_conversations
 
 TINY_VISION = {  # the real 384/16 patch grid (576 patches -> 58 tokens per frame), tiny widths
@@ -23,7 +23,7 @@ LOGGER = "auroralong_hf.training.data"
 
 @pytest.fixture(scope="module")
 def processor():
-    return AuroraLongProcessor.from_vision_config(TINY_VISION)
+    return processor_for_vision_config(TINY_VISION)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_images_and_frames_lists(processor, media):
         assert processor.tokenizer.decode(labelled) == answer
 
     # a frames list follows the processor's num_frames / max_frames (fps does not apply: no timestamps)
-    two = AuroraLongProcessor.from_vision_config(TINY_VISION, num_frames=2)
+    two = processor_for_vision_config(TINY_VISION, num_frames=2)
     batch = ConversationCollator(two, media)(records[1:])
     assert batch["video_frame_counts"].tolist() == [2]
     assert frame_indices(batch["pixel_values_videos"][0]) == [10, 13]

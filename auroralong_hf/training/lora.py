@@ -101,14 +101,19 @@ def merge_lora(adapter_dir, output_dir, base_model=None) -> Path:
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    from ..folder_metadata import answer_generation_config, write_training_card
+
     adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
     if base_model is None:
         base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
     config = AutoConfig.from_pretrained(adapter_dir)
     model = AutoModelForImageTextToText.from_pretrained(base_model, config=config)
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    processor = AutoProcessor.from_pretrained(adapter_dir)
+    merged.generation_config = answer_generation_config(processor.tokenizer)
     merged.save_pretrained(output_dir)
-    AutoProcessor.from_pretrained(adapter_dir).save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    write_training_card(output_dir, "language (LoRA merged)", base_model)
     return output_dir
 
 

@@ -102,7 +102,6 @@ def set_token_kept_ratio(model, processor, ratio: float) -> int:
     if tower_config is not vision:  # the tower keeps its own copy: keep both in step
         tower_config.token_kept_ratio, tower_config.tome_r = float(ratio), None
     count = tokens_per_frame(vision)
-    processor.vision_config = {**processor.vision_config, "token_kept_ratio": float(ratio), "tome_r": None}
     processor.tokens_per_frame = count
     return count
 
@@ -205,6 +204,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
+    from ..folder_metadata import answer_generation_config, write_training_card
     from .data import ConversationCollator, load_conversations
 
     if stage not in STAGES:
@@ -225,6 +225,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(model_dir)
+    model.generation_config = answer_generation_config(processor.tokenizer)  # saved with final/ (and checkpoints)
     tokens = set_token_kept_ratio(model, processor, spec.token_kept_ratio)
     counts = apply_stage_freezing(model, spec)
     if lora:
@@ -259,6 +260,8 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
                 processor.save_pretrained(final)
     else:
         trainer.save_model(str(final))
+    if final.is_dir() and trainer.is_world_process_zero():
+        write_training_card(final, stage, model_dir)
     trainer.accelerator.wait_for_everyone()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
