@@ -8,7 +8,7 @@ length costs the same memory.
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -132,13 +132,19 @@ class AuroraLongModel(AuroraLongPreTrainedModel):
             if input_ids is None:
                 raise ValueError("Pass input_ids (with visual placeholders) or inputs_embeds.")
             inputs_embeds = self.embed(input_ids, pixel_values, pixel_values_videos, video_frame_counts)
-        return self.language_model(
+        cache = resolve_cache_argument(cache, past_key_values)
+        before = None if cache is None else (cache.fingerprint, cache.fingerprint_length)
+        outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            cache=resolve_cache_argument(cache, past_key_values),
+            cache=cache,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
+        if before is not None:  # the language model saw embeddings only; the ids they came from are known here
+            cache.fingerprint, cache.fingerprint_length = before
+            cache.record(input_ids)
+        return outputs
 
 
 class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongStreamingMixin, Rwkv6GenerationMixin):
@@ -210,7 +216,7 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
 
     def generate(
         self,
-        input_ids: torch.LongTensor | None = None,
+        inputs: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         pixel_values_videos=None,
         video_frame_counts: torch.LongTensor | None = None,
@@ -227,11 +233,14 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
 
         `cache` (or `past_key_values`): a state to continue, e.g. `Rwkv6Cache.load(path)` or the `cache` of an
         earlier `return_dict_in_generate` output. It is not changed: the advanced state is the output's. With it,
-        `input_ids` are either the whole sequence (the state's `seen_tokens` first ones are skipped, as for any
-        transformers cache) or only new tokens: when they are no longer than what the state has seen, or when
-        `attention_mask` has `seen_tokens + new` columns. Visuals whose placeholders the state has already seen
-        may be passed again; they are skipped without being decoded.
+        `input_ids` are either the whole sequence, whose first `seen_tokens` ids the state has seen (they are
+        skipped, as for any transformers cache), or new tokens only: whatever does not begin with exactly the ids
+        the state has seen (told by the state's `fingerprint`; a state fed embeddings only cannot tell, and then
+        ids longer than `seen_tokens` count as the whole sequence), or any ids with an `attention_mask` of
+        `seen_tokens + new` columns. Visuals whose placeholders the state has seen may be passed again; they are
+        skipped without being decoded.
         """
+        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         state = resolve_cache_argument(cache, past_key_values)
         if input_ids is None:  # inputs_embeds: transformers' own path
             return super().generate(attention_mask=attention_mask, pixel_values_videos=pixel_values_videos,
@@ -240,10 +249,7 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         state = self.new_state(input_ids.shape[0]) if state is None else state.copy()
         seen = state.seen_tokens
         batch, length = input_ids.shape
-        if attention_mask is not None and attention_mask.shape[1] == seen + length or length <= seen:
-            new_from = 0  # input_ids are the new tokens only
-        else:
-            new_from = seen  # the whole sequence, its first `seen` tokens already in the state
+        new_from = self.new_tokens_start(input_ids, attention_mask, state)
         new_ids = input_ids[:, new_from:]
         if new_ids.shape[1] == 0:
             raise ValueError(f"The state has seen {seen} tokens and input_ids hold {length}: nothing is left to feed.")
@@ -264,7 +270,9 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         ids = new_ids if new_from == 0 else input_ids
         offset = state.seen_tokens - (ids.shape[1] - 1)
         state.seen_tokens -= offset
-        output = super().generate(ids, attention_mask=mask[:, -ids.shape[1]:], cache=state, **kwargs)
+        # transformers' own generate (the mixin's would copy and classify the ids again)
+        output = GenerationMixin.generate(self, ids, attention_mask=mask[:, -ids.shape[1]:], **{CACHE_NAME: state},
+                                          **kwargs)
         state.seen_tokens += offset  # the output's state (return_dict_in_generate) counts everything it has seen
         return output
 

@@ -35,12 +35,28 @@ def resolve_cache_argument(cache, past_key_values):
     return cache if cache is not None else past_key_values
 
 
+_MIX_1, _MIX_2, _MIX_3 = -7046029254386353131, -4658895280553007687, -7723592293110705685  # splitmix64, signed
+
+
+def token_fingerprint(input_ids: torch.LongTensor, start: int = 0) -> torch.LongTensor:
+    """A fingerprint [B] of the ids [B, T] at positions start .. start + T - 1: sum of (id + 1) times a hash of the
+    position, in int64 arithmetic that wraps, so fingerprints of consecutive pieces add up to that of the whole."""
+    positions = torch.arange(start, start + input_ids.shape[1], dtype=torch.int64, device=input_ids.device)
+    weight = (positions + 1) * _MIX_1
+    weight = (weight ^ (weight >> 30)) * _MIX_2
+    weight = (weight ^ (weight >> 27)) * _MIX_3
+    return ((input_ids.long() + 1) * (weight ^ (weight >> 31))).sum(dim=1)
+
+
 class Rwkv6Cache(Cache):
     """The recurrent state of every layer; its size does not depend on how many tokens were seen.
 
     Per layer: `attn_shift` and `ffn_shift` [B, C] (the normalised input of the last token seen by the time-mix and
     the channel-mix, for the token shift) and `wkv` [B, H, K, K] fp32 (the WKV matrix state).
     `seen_tokens` counts the positions fed so far (padding included), which generation uses to slice its inputs.
+    `fingerprint` [B] int64 identifies the token ids fed so far (`token_fingerprint`; None once something was fed
+    as embeddings only, or states of different lengths were stacked): `generate` tells by it whether `input_ids`
+    repeat what the state has seen or are new tokens only. Its size does not grow either.
     """
 
     is_compileable = False
@@ -61,6 +77,8 @@ class Rwkv6Cache(Cache):
         self.ffn_shift = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.wkv = [torch.zeros(wkv_shape, device=device, dtype=torch.float32) for _ in range(config.num_hidden_layers)]
         self.seen_tokens = 0
+        self.fingerprint = torch.zeros(batch_size, dtype=torch.int64)
+        self.fingerprint_length = 0  # the ids the fingerprint covers (seen_tokens, unless generate shifts that)
 
     def __len__(self) -> int:
         return len(self.wkv)
@@ -94,18 +112,42 @@ class Rwkv6Cache(Cache):
         for states in (self.attn_shift, self.ffn_shift, self.wkv):
             states[:] = [fn(state) for state in states]
 
+    def _map_rows(self, fn):
+        self._map(fn)
+        if self.fingerprint is not None:
+            self.fingerprint = fn(self.fingerprint)
+
     def reorder_cache(self, beam_idx: torch.LongTensor):
-        self._map(lambda state: state.index_select(0, beam_idx.to(state.device)))
+        self._map_rows(lambda state: state.index_select(0, beam_idx.to(state.device)))
 
     def batch_repeat_interleave(self, repeats: int):
-        self._map(lambda state: state.repeat_interleave(repeats, dim=0))
+        self._map_rows(lambda state: state.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor):
-        self._map(lambda state: state[indices])
+        self._map_rows(lambda state: state[indices.to(state.device)])
 
     def reset(self):
         self._map(torch.zeros_like)
         self.seen_tokens = 0
+        self.fingerprint = torch.zeros(self.batch_size, dtype=torch.int64)
+        self.fingerprint_length = 0
+
+    def record(self, input_ids: torch.LongTensor | None) -> None:
+        """Account for ids [B, T] just fed (None: fed as embeddings only, the ids are unknown)."""
+        if self.fingerprint is None or input_ids is None:
+            self.fingerprint = None
+            return
+        self.fingerprint = self.fingerprint + token_fingerprint(input_ids, self.fingerprint_length).cpu()
+        self.fingerprint_length += input_ids.shape[1]
+
+    def has_seen(self, input_ids: torch.LongTensor) -> bool | None:
+        """Whether ids [B, T] begin with exactly the ids this state has seen (None: unknown)."""
+        if self.fingerprint is None:
+            return None
+        if input_ids.shape[1] < self.fingerprint_length:
+            return False
+        seen = token_fingerprint(input_ids[:, :self.fingerprint_length]).cpu()
+        return bool(torch.equal(seen, self.fingerprint))
 
     def copy(self) -> "Rwkv6Cache":
         """An independent copy, e.g. to ask several questions from one encoded video."""
@@ -115,6 +157,8 @@ class Rwkv6Cache(Cache):
         clone.ffn_shift = [t.clone() for t in self.ffn_shift]
         clone.wkv = [t.clone() for t in self.wkv]
         clone.seen_tokens = self.seen_tokens
+        clone.fingerprint = None if self.fingerprint is None else self.fingerprint.clone()
+        clone.fingerprint_length = self.fingerprint_length
         return clone
 
     @classmethod
@@ -133,6 +177,10 @@ class Rwkv6Cache(Cache):
             layers = zip(*(getattr(s, name) for s in states), strict=True)
             setattr(stacked, name, [torch.cat(rows) for rows in layers])
         stacked.seen_tokens = max(s.seen_tokens for s in states)
+        length = states[0].fingerprint_length
+        known = all(s.fingerprint is not None and s.fingerprint_length == length for s in states)
+        stacked.fingerprint = torch.cat([s.fingerprint for s in states]) if known else None
+        stacked.fingerprint_length = length
         return stacked
 
     def save(self, path) -> None:
@@ -142,7 +190,10 @@ class Rwkv6Cache(Cache):
         tensors = {}
         for name, states in (("attn_shift", self.attn_shift), ("ffn_shift", self.ffn_shift), ("wkv", self.wkv)):
             tensors.update({f"{name}.{i}": state.detach().contiguous().cpu() for i, state in enumerate(states)})
-        metadata = {"format": "auroralong-rwkv6-state", "seen_tokens": str(self.seen_tokens)}
+        if self.fingerprint is not None:
+            tensors["fingerprint"] = self.fingerprint.contiguous().cpu()
+        metadata = {"format": "auroralong-rwkv6-state", "seen_tokens": str(self.seen_tokens),
+                    "fingerprint_length": str(self.fingerprint_length)}
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
@@ -182,6 +233,11 @@ class Rwkv6Cache(Cache):
         if not consistent:
             raise ValueError(f"{path}: the state's tensors disagree in shape (not a state written by Rwkv6Cache.save).")
         state.seen_tokens = int(metadata.get("seen_tokens", 0))
+        state.fingerprint = tensors.get("fingerprint")
+        state.fingerprint_length = int(metadata.get("fingerprint_length", state.seen_tokens))
+        if state.fingerprint is not None and state.fingerprint.shape != (state.batch_size,):
+            raise ValueError(f"{path}: the state's fingerprint has shape {list(state.fingerprint.shape)}, expected "
+                             f"[{state.batch_size}].")
         if config is not None:
             try:
                 state.check_compatible(config, state.batch_size)
@@ -197,6 +253,8 @@ class Rwkv6Cache(Cache):
         for name in ("attn_shift", "ffn_shift", "wkv"):
             setattr(picked, name, [t.index_select(0, index.to(t.device)) for t in getattr(self, name)])
         picked.seen_tokens = self.seen_tokens
+        picked.fingerprint = None if self.fingerprint is None else self.fingerprint[index]
+        picked.fingerprint_length = self.fingerprint_length
         return picked
 
     def crop(self, max_length: int):
@@ -556,6 +614,7 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         if cache is not None:
+            cache.record(input_ids)
             cache.seen_tokens += seq_len
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
@@ -608,10 +667,10 @@ class Rwkv6GenerationMixin(GenerationMixin):
     """`generate()` for models whose state is an `Rwkv6Cache`, the same on transformers 5.23 and 5.24.
 
     A user's state is passed as `cache=state` (or `past_key_values=state`, its name before transformers 5.24; both
-    work on every supported version) and continues with the tokens it has not seen: with `input_ids` holding the whole
-    sequence (and an attention mask as long, or none), only the last `input_ids.shape[1] - state.seen_tokens` tokens
-    are fed; with only the new tokens, pass an attention mask of `state.seen_tokens + new` columns. The state is
-    advanced in place (and, with beams or several returned sequences, grows to one row for each).
+    work on every supported version) and continues with the tokens it has not seen (`new_tokens_start`):
+    `input_ids` are either the whole sequence, whose first `state.seen_tokens` ids the state has seen (only the
+    rest is fed), or new tokens only. The user's state is not changed: generation advances a copy, which a
+    `return_dict_in_generate` output carries.
     """
 
     @classmethod
@@ -622,12 +681,36 @@ class Rwkv6GenerationMixin(GenerationMixin):
         """An empty state for `batch_size` sequences, on the model's device (shift vectors in the model's dtype)."""
         return Rwkv6Cache(self.config.get_text_config(), batch_size, device=self.device, dtype=self.dtype)
 
-    def generate(self, *args, cache: Rwkv6Cache | None = None, past_key_values: Rwkv6Cache | None = None, **kwargs):
-        """transformers' `generate`, with the state under the name the installed transformers reads (`CACHE_NAME`)."""
+    @staticmethod
+    def new_tokens_start(input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, state: Rwkv6Cache) -> int:
+        """Where the tokens `state` has not seen begin in `input_ids` [B, L]: 0 when they are all new, else
+        `state.seen_tokens` (the whole sequence). New: an attention mask of `seen_tokens + L` columns (transformers'
+        convention), or ids that do not begin with exactly what the state has seen (its `fingerprint`); a state
+        whose fingerprint is unknown (fed embeddings only) takes ids longer than `seen_tokens` as the whole sequence.
+        """
+        seen, length = state.seen_tokens, input_ids.shape[1]
+        if attention_mask is not None and attention_mask.shape[1] == seen + length:
+            return 0
+        known = state.has_seen(input_ids)
+        if (length > seen and known is not False) or (length == seen and known):
+            return seen  # the whole sequence (exactly what was seen: nothing is left to feed, an error later)
+        return 0
+
+    def generate(self, inputs: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                 cache: Rwkv6Cache | None = None, past_key_values: Rwkv6Cache | None = None, **kwargs):
+        """transformers' `generate`, the state under the name the installed transformers reads (`CACHE_NAME`),
+        continuing a copy of a user's state from the tokens it has not seen (see the class docstring)."""
+        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         state = resolve_cache_argument(cache, past_key_values)
         if state is not None:
+            state = state.copy()
+            if input_ids is not None and self.new_tokens_start(input_ids, attention_mask, state) == 0:
+                new = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
+                mask = new if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
+                seen = torch.ones(input_ids.shape[0], state.seen_tokens, dtype=mask.dtype, device=mask.device)
+                attention_mask = torch.cat([seen, mask], dim=1)  # transformers then feeds every id given
             kwargs[CACHE_NAME] = state
-        return super().generate(*args, **kwargs)
+        return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         # transformers repeats only tensors for beams and returned sequences: a user's state needs a row for each too

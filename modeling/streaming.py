@@ -98,6 +98,7 @@ class AuroraLongStreamingMixin:
         batch, length = input_ids.shape
         state = cache if cache is not None else self.new_state(batch)
         state.check_compatible(self.config.text_config, batch)
+        fingerprint, seen = (state.fingerprint, state.fingerprint_length), state.seen_tokens
         if attention_mask is not None:
             attention_mask = attention_mask[:, -length:]
         videos = iter(self._matched_videos(input_ids, attention_mask, pixel_values_videos, video_frame_counts))
@@ -111,7 +112,9 @@ class AuroraLongStreamingMixin:
             rows.append(row_state)
         merged = Rwkv6Cache.stack(rows) if batch > 1 else rows[0]
         state.attn_shift[:], state.ffn_shift[:], state.wkv[:] = merged.attn_shift, merged.ffn_shift, merged.wkv
-        state.seen_tokens += length
+        state.fingerprint, state.fingerprint_length = fingerprint  # the rows were fed their real ids only; the
+        state.record(input_ids)  # state has seen all of input_ids
+        state.seen_tokens = seen + length
         return state
 
     @torch.no_grad()

@@ -131,6 +131,7 @@ def test_generate_from_a_user_state_feeds_only_the_unseen_tokens(tiny_rwkv6, nam
         "whole sequence": {"inputs": whole},
         "whole sequence, mask as long": {"inputs": whole, "attention_mask": torch.ones(1, 15, dtype=torch.long)},
         "new tokens, mask of seen + new": {"inputs": question, "attention_mask": torch.ones(1, 15, dtype=torch.long)},
+        "new tokens alone": {"inputs": question},  # the state's fingerprint tells them from a whole sequence
     }
     for case, kwargs in cases.items():
         state = tiny_rwkv6.new_state()
@@ -142,7 +143,7 @@ def test_generate_from_a_user_state_feeds_only_the_unseen_tokens(tiny_rwkv6, nam
             hook.remove()
         assert fed == [5] + [1] * 5, case
         assert torch.equal(answer[:, -6:], from_scratch[:, -6:]), case
-        assert state.seen_tokens == 15 + 5, case  # advanced in place: the question and 5 of the 6 answer tokens
+        assert state.seen_tokens == 10, case  # the user's state is left as it was (generation advanced a copy)
     state = tiny_rwkv6.new_state()
     tiny_rwkv6(whole, cache=state)
     with pytest.raises(ValueError, match="nothing is left to feed"):
