@@ -49,7 +49,7 @@ from tqdm import tqdm
 from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
 from .modeling.modeling_rwkv6 import Rwkv6Cache
 from .processing.image_io import load_image
-from .processing.processing_auroralong import placeholder_kinds, remove_placeholders
+from .processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp"}
 # generation_kwargs keys that choose the frames of a task's videos (read here, not passed to generate)
@@ -425,8 +425,8 @@ class AuroraLongLmms(lmms):
                 break
             answer = self._decode([state], [last_id], options, stops)[0]  # decodes a copy
             answers.append(answer)
-            # the answer as the chat format writes it: "Assistant:" + " " + answer + "\n\n"
-            self.model.feed(state, torch.tensor([[last_id, *self.tokenizer.encode(f" {answer}\n\n")]],
+            # the answer as the chat format writes it: "Assistant:" + " " + answer + the stop string
+            self.model.feed(state, torch.tensor([[last_id, *self.tokenizer.encode(f" {answer}{STOP_STRING}")]],
                                                 device=self.device))
             prompt, info = next_turn(answers, info, len(answers))
         return answers

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..processing.image_io import load_image
-from ..processing.processing_auroralong import placeholder_kinds, remove_placeholders
+from ..processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
 
 if TYPE_CHECKING:
     import datasets
@@ -76,7 +76,7 @@ IGNORE_INDEX = -100
 PAD_ID = 0
 ROLES = {"human": "user", "gpt": "assistant"}
 ANSWER_PREFIX = "Assistant:"
-STOP = "\n\n"
+STOP = STOP_STRING
 
 # The reasons under which `ConversationCollator.skipped` counts samples.
 REASONS = (
