@@ -49,6 +49,8 @@ from pathlib import Path
 
 import torch
 
+from auroralong_hf.modeling.streaming import DEFAULT_CHUNK_FRAMES
+
 # goals of the four figures (and of the logits cross-check)
 WKV_SPEEDUP_GOAL = 5.0
 PREFILL_RATIO_GOAL = 1.5
@@ -1080,8 +1082,9 @@ def _add_common_arguments(parser, frames: str, new_tokens: int, repeats: int | N
                              "(the paper's geometry, for a GPU)")
     parser.add_argument("--frames", type=_frame_list, default=_frame_list(frames),
                         help=f"video lengths in frames, comma-separated (default {frames})")
-    parser.add_argument("--chunk-frames", type=int, default=8,
-                        help="frames streamed into the RNN state per step (default 8, as `auroralong describe`)")
+    parser.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES,
+                        help=f"frames streamed into the RNN state per step (default {DEFAULT_CHUNK_FRAMES}, as "
+                             "generate and `auroralong describe`)")
     parser.add_argument("--new-tokens", type=int, default=new_tokens,
                         help=f"answer tokens decoded greedily (default {new_tokens})")
     if repeats:

@@ -49,7 +49,6 @@ from pathlib import Path
 
 DEFAULT_QUESTION = "What happens in this video?"
 DEFAULT_MAX_FRAMES = 7200
-DEFAULT_CHUNK_FRAMES = 8
 EMBEDDED_SIZE = "small"
 EMBEDDED_SEED = 0
 SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample.mp4"
@@ -275,7 +274,7 @@ def describe(
     fps: float | None = None,
     num_frames: int | None = None,
     token_kept_ratio: float | None = None,
-    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    chunk_frames: int | None = None,
     max_new_tokens: int = 64,
     max_frames: int = DEFAULT_MAX_FRAMES,
     sample: bool = False,
@@ -292,7 +291,9 @@ def describe(
     from tqdm.auto import tqdm
 
     from .modeling.modeling_rwkv6 import Rwkv6Cache
+    from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 
+    chunk_frames = DEFAULT_CHUNK_FRAMES if chunk_frames is None else chunk_frames
     if state is not None and video is not None:
         raise ValueError("Give a VIDEO or --state, not both (--state answers from a video already read).")
     if state is not None and save_state is not None:
@@ -305,7 +306,7 @@ def describe(
         raise ValueError(f"--max-frames must be >= 0 (0: no cap), got {max_frames}.")
     if max_frames and num_frames is not None and num_frames > max_frames:
         raise ValueError(f"--num-frames {num_frames} is more than the cap --max-frames {max_frames}.")
-    if chunk_frames <= 0:
+    if chunk_frames is not None and chunk_frames <= 0:
         raise ValueError(f"--chunk-frames must be > 0, got {chunk_frames}.")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}.")
@@ -411,8 +412,9 @@ def add_describe_arguments(parser) -> None:
     parser.add_argument("--token-kept-ratio", type=float, default=None,
                         help="fraction of each frame's patches (576 at 384/16) kept by S-ToMe, in (0, 1] "
                              "(default: the model's)")
-    parser.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES,
-                        help=f"frames decoded and encoded at a time (default {DEFAULT_CHUNK_FRAMES})")
+    parser.add_argument("--chunk-frames", type=int, default=None,
+                        help="frames decoded and encoded at a time (default: generate's, "
+                             "modeling/streaming.py DEFAULT_CHUNK_FRAMES)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length cap (default 64)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=0, help="seed for --sample")

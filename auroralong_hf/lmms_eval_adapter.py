@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
 from .modeling.modeling_rwkv6 import Rwkv6Cache
+from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 from .processing.image_io import load_image
 from .processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
 
@@ -223,7 +224,7 @@ class AuroraLongLmms(lmms):
         max_frames_num: int | None = None,
         token_kept_ratio: float | None = None,
         tome_sort: str | None = None,
-        chunk_frames: int = 16,
+        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
         dtype: str = "auto",
         device: str | None = None,
         batch_size: int | str = 1,

@@ -26,7 +26,10 @@ import torch
 
 from .modeling_rwkv6 import Rwkv6Cache
 
-DEFAULT_CHUNK_FRAMES = 16  # frames decoded and encoded at a time: ~28 MB of fp32 pixels at 384x384
+# Frames decoded and encoded at a time, everywhere (generate, describe, lmms-eval, the benchmarks): 8 frames are
+# ~14 MB of fp32 pixels at 384x384 plus the preprocessing's copies and the tower's activations; on CPUs the peak
+# grows with it (16 frames: +70 MiB over 8 on a 600-frame video), on GPUs larger chunks fill the device better.
+DEFAULT_CHUNK_FRAMES = 8
 
 
 def video_list(pixel_values_videos, video_frame_counts=None) -> list:

@@ -114,7 +114,7 @@ class LazyVideo:
     def __repr__(self) -> str:
         return f"LazyVideo({self.plan.label!r}, frames={self.num_frames})"
 
-    def chunks(self, chunk_frames: int = 16) -> Iterator[torch.Tensor]:
+    def chunks(self, chunk_frames: int = 8) -> Iterator[torch.Tensor]:
         """Pixel values [K, 3, S, S] float32 of `chunk_frames` frames at a time (the last chunk may be shorter).
 
         Raises ValueError (naming the file) when decoding fails part-way or delivers another number of frames than
