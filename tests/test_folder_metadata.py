@@ -137,3 +137,24 @@ def test_model_card_kinds_and_base_model(tmp_path):
     assert (metadata["pipeline_tag"], metadata["base_model"]) == ("text-generation", "RWKV/v6-Finch-1B6-HF")
     with pytest.raises(ValueError, match="Unknown model card kind 'bert'"):
         write_model_card(tmp_path, "bert", summary="x")
+
+
+def test_pipeline_answers_stop_by_themselves_without_the_stop_string(random_folder, tmp_path):
+    """pipeline("image-text-to-text") on a video chat: the processor streams the video, generation ends at the
+    forced "\\n\\n" by the folder's config, and the text carries no trailing "\\n\\n"."""
+    from transformers import pipeline
+    from videos import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", 20, fps=10, size=(64, 48)).path
+    pipe = pipeline("image-text-to-text", model=str(random_folder))
+    messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)},
+                                             {"type": "text", "text": "What happens?"}]}]
+    inputs = pipe.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    forced = LogitsProcessorList([ForceTokenAt(inputs["input_ids"].shape[1], 3, STOP_ID)])
+    (result,) = pipe(text=messages, max_new_tokens=10, return_full_text=False,
+                     generate_kwargs={"logits_processor": forced})
+    text = result["generated_text"]
+    expected = pipe.processor.decode(generate_with_forced_stop(pipe.model, step=3)[:3], skip_special_tokens=True)
+    assert isinstance(text, str) and not text.endswith("\n\n")
+    assert len(pipe.tokenizer.encode(text)) <= 3  # three answer tokens, then the stop
+    assert expected  # the check can fail: the forced answer is not empty
