@@ -142,3 +142,36 @@ def test_gradients_and_checkpointing():
     for name, param in model.named_parameters():
         if name in reference:
             assert torch.allclose(param.grad, reference[name], atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("mode", [{"num_beams": 3, "do_sample": False}, {"do_sample": True, "top_k": 20},
+                                  {"do_sample": False, "num_return_sequences": 1}])
+def test_lazy_videos_work_with_every_generate_feature(model, processor, mode):
+    """Beams, sampling, streamers, return_dict_in_generate: the streamed (lazy) video gives what the same video's
+    pixel tensor gives, and the streamer sees the prompt and then every new token."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class Collect(BaseStreamer):
+        def __init__(self):
+            self.puts = []
+
+        def put(self, value):
+            self.puts.append(value.flatten().tolist())
+
+        def end(self):
+            self.puts.append("end")
+
+    options = {"max_new_tokens": 4, "return_dict_in_generate": True, "output_scores": True, **mode}
+    outputs = []
+    for stream in (True, False):
+        inputs = ask(processor, frames(3, 8), stream_videos=stream)
+        streamer = Collect() if mode.get("num_beams", 1) == 1 else None
+        torch.manual_seed(5)
+        out = model.generate(**inputs, streamer=streamer, chunk_frames=2, **options)
+        outputs.append(out)
+        assert torch.equal(out.sequences[:, :inputs["input_ids"].shape[1]], inputs["input_ids"])
+        assert isinstance(state_of(out), Rwkv6Cache) and len(out.scores) == 4
+        if streamer is not None:
+            assert streamer.puts[0] == inputs["input_ids"][0].tolist() and streamer.puts[-1] == "end"
+            assert sum(streamer.puts[1:-1], []) == out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+    assert torch.equal(outputs[0].sequences, outputs[1].sequences)
