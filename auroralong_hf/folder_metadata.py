@@ -28,9 +28,10 @@ _KINDS = {
         "processor = AutoProcessor.from_pretrained(FOLDER, trust_remote_code=True)\n"
         "conversation = [{\"role\": \"user\", \"content\": [{\"type\": \"video\", \"path\": \"clip.mp4\"},\n"
         "                                             {\"type\": \"text\", \"text\": \"What happens?\"}]}]\n"
-        "inputs = processor.apply_chat_template(conversation, tokenize=True)\n"
+        "inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,\n"
+        "                                       return_dict=True)  # the video is streamed by generate\n"
         "answer = model.generate(**inputs, max_new_tokens=64)  # stops at the end of the answer by itself\n"
-        "print(processor.decode(answer[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))\n",
+        "print(processor.post_process_image_text_to_text(answer[:, inputs[\"input_ids\"].shape[1]:])[0])\n",
     ),
     "rwkv6": (
         "text-generation",

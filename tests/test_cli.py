@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,7 +89,8 @@ def test_the_check_above_sees_a_heavy_import():
 
 
 def test_the_console_script_runs():
-    script = shutil.which("auroralong")
+    # the script of this interpreter's environment (PATH may hold another one)
+    script = shutil.which("auroralong", path=str(Path(sys.executable).parent))
     assert script is not None, "the console script is not installed: pip install -e ."
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "create-random" in result.stdout, result.stderr

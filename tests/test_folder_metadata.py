@@ -158,3 +158,18 @@ def test_pipeline_answers_stop_by_themselves_without_the_stop_string(random_fold
     assert isinstance(text, str) and not text.endswith("\n\n")
     assert len(pipe.tokenizer.encode(text)) <= 3  # three answer tokens, then the stop
     assert expected  # the check can fail: the forced answer is not empty
+
+
+def test_the_model_card_usage_runs_as_written(random_folder, tmp_path, monkeypatch):
+    """The Python block of a written folder's card runs, with its FOLDER and the clip it names."""
+    import re
+
+    from videos import write_video
+
+    card = (random_folder / "README.md").read_text()
+    (block,) = re.findall(r"^```python\n(.*?)^```$", card, flags=re.S | re.M)
+    write_video(tmp_path / "clip.mp4", 20, fps=10, size=(64, 48))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block.replace('"path/to/this/folder"', repr(str(random_folder))), "card", "exec"), namespace)  # noqa: S102
+    assert namespace["answer"].shape[1] > namespace["inputs"]["input_ids"].shape[1]

@@ -70,11 +70,13 @@ folder, video, image, text, out_file = sys.argv[1:]
 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
-inputs = processor(text=text, videos=video, images=np.load(image))
+inputs = processor(text=text, videos=video, images=np.load(image), stream_videos=False)
 with torch.no_grad():
     logits = model(**inputs).logits
+    streamed = processor(text=text, videos=video, images=np.load(image))  # the main path: a LazyVideo, streamed
+    answer = model.generate(**streamed, max_new_tokens=4, do_sample=False)
 torch.save({
-    "inputs": dict(inputs), "logits": logits, "tokenizer_ids": tokenizer.encode(text),
+    "inputs": dict(inputs), "logits": logits, "answer": answer, "tokenizer_ids": tokenizer.encode(text),
     "classes": [type(tokenizer).__name__, type(processor).__name__, type(processor.image_processor).__name__],
     "modules": [type(tokenizer).__module__, type(processor).__module__],
     "tokens_per_frame": processor.tokens_per_frame,
@@ -100,10 +102,12 @@ def test_model_processor_and_tokenizer_load_without_the_package(tmp_path):
     video = write_video(tmp_path / "clip.mp4", num_frames=6, fps=4, size=(48, 40)).path
     np.save(tmp_path / "image.npy", np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8))
     text = "User: What is shown?\n<video>\n<image>\nWhat is shown?\n\nAssistant:"
-    expected = processor(text=text, videos=str(video), images=np.load(tmp_path / "image.npy"))
+    expected = processor(text=text, videos=str(video), images=np.load(tmp_path / "image.npy"), stream_videos=False)
     assert int((expected["input_ids"] == 65535).sum()) == 3 * 8  # 1.5 s at 2 fps: 3 frames of 8 tokens
     with torch.no_grad():
         logits = model(**expected).logits
+        answer = model.generate(**processor(text=text, videos=str(video), images=np.load(tmp_path / "image.npy")),
+                                max_new_tokens=4, do_sample=False)
 
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     arguments = [str(folder), str(video), str(tmp_path / "image.npy"), text, str(tmp_path / "out.pt")]
@@ -121,3 +125,4 @@ def test_model_processor_and_tokenizer_load_without_the_package(tmp_path):
     for key, value in expected.items():
         assert torch.equal(out["inputs"][key], value), key
     assert torch.allclose(out["logits"], logits, atol=1e-6)
+    assert torch.equal(out["answer"], answer)
