@@ -255,15 +255,10 @@ def _state_bytes(state) -> int:
 
 
 def _write_state(state, path) -> None:
-    """`state.save` to a temporary file beside `path`, then renamed over it."""
+    """`state.save` (atomic; an existing file that is not a state is refused, never replaced), parents made."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        state.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    state.save(path)
 
 
 def describe(
@@ -312,6 +307,10 @@ def describe(
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}.")
     if not question or not question.strip():
         raise ValueError("The question is empty.")
+    if save_state is not None and Path(save_state).expanduser().exists() and not Rwkv6Cache.is_state_file(
+            Path(save_state).expanduser()):  # before the video is read, not after
+        raise FileExistsError(f"--save-state {save_state}: the file exists and is not a state written by "
+                              "--save-state; it is left as it is (choose another path).")
     if state is None:
         video = str(SAMPLE_CLIP if video is None else video)
         if not Path(video).expanduser().exists():

@@ -257,22 +257,25 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         if torch.isin(new_ids[:, -1], torch.tensor(visual_ids, device=new_ids.device)).any():
             raise ValueError("The prompt ends with a visual placeholder: end it with text (e.g. "
                              "apply_chat_template(..., add_generation_prompt=True) ends it with 'Assistant:').")
-        mask = torch.ones(batch, seen + new_ids.shape[1], dtype=torch.long, device=input_ids.device)
+        # masks cover the ids passed, never all the state has seen (a long video's state has seen ~10^5 tokens)
+        new_mask = torch.ones(new_ids.shape, dtype=torch.long, device=input_ids.device)
         if attention_mask is not None:
             given = attention_mask[:, -new_ids.shape[1]:]
-            mask[:, -given.shape[1]:] = given
+            new_mask[:, -given.shape[1]:] = given
         videos, images = self._unseen_visuals(new_ids, pixel_values_videos, video_frame_counts, pixel_values)
         if new_ids.shape[1] > 1:
-            self.prefill(new_ids[:, :-1], mask[:, -new_ids.shape[1]:-1], videos, None, images, cache=state,
+            self.prefill(new_ids[:, :-1], new_mask[:, :-1], videos, None, images, cache=state,
                          chunk_frames=chunk_frames)
         # transformers feeds `input_ids[:, seen_tokens:]` when the mask is as long as input_ids (and every id
         # otherwise), so the state counts as seen exactly what precedes the prompt's last id in the ids passed on
-        ids = new_ids if new_from == 0 else input_ids
+        ids, mask = new_ids, new_mask
+        if new_from:
+            seen_mask = torch.ones(batch, new_from, dtype=torch.long, device=input_ids.device)
+            ids, mask = input_ids, torch.cat([seen_mask, new_mask], dim=1)
         offset = state.seen_tokens - (ids.shape[1] - 1)
         state.seen_tokens -= offset
         # transformers' own generate (the mixin's would copy and classify the ids again)
-        output = GenerationMixin.generate(self, ids, attention_mask=mask[:, -ids.shape[1]:], **{CACHE_NAME: state},
-                                          **kwargs)
+        output = GenerationMixin.generate(self, ids, attention_mask=mask, **{CACHE_NAME: state}, **kwargs)
         state.seen_tokens += offset  # the output's state (return_dict_in_generate) counts everything it has seen
         return output
 

@@ -183,9 +183,25 @@ class Rwkv6Cache(Cache):
         stacked.fingerprint_length = length
         return stacked
 
-    def save(self, path) -> None:
-        """Write the state to a safetensors file (fp32 WKV, shift vectors in their dtype, seen_tokens)."""
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the state to a safetensors file (fp32 WKV, shift vectors in their dtype, seen_tokens, fingerprint).
+
+        The file is written beside `path` and renamed over it, so a failed write leaves nothing half-written. An
+        existing file is replaced only when it is a state written here, or with `overwrite=True`: anything else
+        (a video, a model's weights) raises FileExistsError and is left as it was. A folder raises
+        IsADirectoryError.
+        """
+        import os
+        import uuid
+
         from safetensors.torch import save_file
+
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a folder; give the state's file name.")
+        if os.path.lexists(path) and not overwrite and not self.is_state_file(path):
+            raise FileExistsError(f"{path} exists and is not an RWKV-6 state written by Rwkv6Cache.save; it is left "
+                                  "as it is (choose another path, or remove it).")
 
         tensors = {}
         for name, states in (("attn_shift", self.attn_shift), ("ffn_shift", self.ffn_shift), ("wkv", self.wkv)):
@@ -194,7 +210,25 @@ class Rwkv6Cache(Cache):
             tensors["fingerprint"] = self.fingerprint.contiguous().cpu()
         metadata = {"format": "auroralong-rwkv6-state", "seen_tokens": str(self.seen_tokens),
                     "fingerprint_length": str(self.fingerprint_length)}
-        save_file(tensors, str(path), metadata=metadata)
+        folder = os.path.dirname(os.path.abspath(path))
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @staticmethod
+    def is_state_file(path) -> bool:
+        """Whether `path` is a safetensors file that `save` wrote (read from its header only)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                return (handle.metadata() or {}).get("format") == "auroralong-rwkv6-state"
+        except Exception:  # noqa: BLE001 - not readable as safetensors: not a state
+            return False
 
     @classmethod
     def load(cls, path, config: Rwkv6Config | None = None, device=None) -> "Rwkv6Cache":
@@ -232,12 +266,25 @@ class Rwkv6Cache(Cache):
         )
         if not consistent:
             raise ValueError(f"{path}: the state's tensors disagree in shape (not a state written by Rwkv6Cache.save).")
-        state.seen_tokens = int(metadata.get("seen_tokens", 0))
+        shifts = state.attn_shift + state.ffn_shift
+        if not shift.dtype.is_floating_point or any(t.dtype != shift.dtype for t in shifts) or any(
+                t.dtype != torch.float32 for t in state.wkv):
+            raise ValueError(f"{path}: the state's tensors have the wrong dtypes (shift vectors must share one "
+                             "floating dtype, the WKV matrices must be float32).")
+        if not all(bool(torch.isfinite(t).all()) for t in shifts + state.wkv):
+            raise ValueError(f"{path}: the state holds NaN or infinite values.")
+        counts = {}
+        for key in ("seen_tokens", "fingerprint_length"):
+            text = metadata.get(key, metadata.get("seen_tokens", "0"))
+            if not text.isdigit():
+                raise ValueError(f"{path}: the state's {key} is {text!r}, not a count of tokens.")
+            counts[key] = int(text)
+        state.seen_tokens, state.fingerprint_length = counts["seen_tokens"], counts["fingerprint_length"]
         state.fingerprint = tensors.get("fingerprint")
-        state.fingerprint_length = int(metadata.get("fingerprint_length", state.seen_tokens))
-        if state.fingerprint is not None and state.fingerprint.shape != (state.batch_size,):
-            raise ValueError(f"{path}: the state's fingerprint has shape {list(state.fingerprint.shape)}, expected "
-                             f"[{state.batch_size}].")
+        if state.fingerprint is not None and (state.fingerprint.shape != (state.batch_size,)
+                                              or state.fingerprint.dtype != torch.int64):
+            raise ValueError(f"{path}: the state's fingerprint is {state.fingerprint.dtype} "
+                             f"{list(state.fingerprint.shape)}, expected int64 [{state.batch_size}].")
         if config is not None:
             try:
                 state.check_compatible(config, state.batch_size)
@@ -702,15 +749,20 @@ class Rwkv6GenerationMixin(GenerationMixin):
         continuing a copy of a user's state from the tokens it has not seen (see the class docstring)."""
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         state = resolve_cache_argument(cache, past_key_values)
+        offset = 0
         if state is not None:
             state = state.copy()
             if input_ids is not None and self.new_tokens_start(input_ids, attention_mask, state) == 0:
-                new = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
-                mask = new if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
-                seen = torch.ones(input_ids.shape[0], state.seen_tokens, dtype=mask.dtype, device=mask.device)
-                attention_mask = torch.cat([seen, mask], dim=1)  # transformers then feeds every id given
+                # new tokens only: transformers feeds input_ids[:, seen_tokens:], so the state counts none as seen
+                # for this call (no mask of every token it has seen is built), and gets its count back after
+                offset, state.seen_tokens = state.seen_tokens, 0
+                if attention_mask is not None:
+                    attention_mask = attention_mask[:, -input_ids.shape[1]:]
             kwargs[CACHE_NAME] = state
-        return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
+        output = super().generate(input_ids, attention_mask=attention_mask, **kwargs)
+        if state is not None:
+            state.seen_tokens += offset
+        return output
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         # transformers repeats only tensors for beams and returned sequences: a user's state needs a row for each too

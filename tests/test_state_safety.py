@@ -1,0 +1,87 @@
+"""Saved states under bad input: a state never replaces a file that is not a state, a damaged or foreign state file
+is refused naming the file and the reason, and a state's count of seen tokens costs no memory."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache
+from auroralong_hf.cli import main
+
+VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 3,
+          "image_size": 64, "patch_size": 16, "token_kept_ratio": 0.5, "vision_use_head": False}
+TEXT = {"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return AuroraLongForConditionalGeneration(AuroraLongConfig(vision_config=VISION, text_config=TEXT)).eval()
+
+
+@pytest.fixture
+def saved(model, tmp_path):
+    state = model.prefill(torch.tensor([[24281, 59, 11, 261]]))
+    path = tmp_path / "s.state"
+    state.save(path)
+    return state, path
+
+
+def test_a_state_never_replaces_another_file(saved, tmp_path):
+    state, path = saved
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42 a video")
+    with pytest.raises(FileExistsError, match="clip.mp4 exists and is not an RWKV-6 state"):
+        state.save(video)
+    assert video.read_bytes() == b"\x00\x00\x00\x18ftypmp42 a video"
+    weights = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(2)}, weights)
+    with pytest.raises(FileExistsError, match="model.safetensors"):
+        state.save(weights)
+    assert torch.equal(load_file(weights)["w"], torch.ones(2))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        state.save(tmp_path)
+    state.save(path)  # a state of ours is replaced
+    state.save(video, overwrite=True)  # or anything, when asked
+    assert Rwkv6Cache.is_state_file(video) and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_describe_refuses_to_save_a_state_over_its_video(capsys, tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not touched")
+    assert main(["describe", str(video), "--save-state", str(video)]) == 2
+    assert "is not a state written by --save-state" in capsys.readouterr().err
+    assert video.read_bytes() == b"not touched"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t, m: t.update({"wkv.1": t["wkv.1"][:, :1]}), "disagree in shape"),
+    (lambda t, m: t.update({"ffn_shift.1": torch.ones(3, 64)}), "disagree in shape"),
+    (lambda t, m: t.update({"wkv.0": t["wkv.0"].int()}), "wrong dtypes"),
+    (lambda t, m: t["attn_shift.1"].fill_(float("nan")), "NaN or infinite"),
+    (lambda t, m: m.update({"seen_tokens": "-1000"}), "seen_tokens is '-1000'"),
+    (lambda t, m: m.update({"seen_tokens": "abc"}), "seen_tokens is 'abc'"),
+    (lambda t, m: t.update({"fingerprint": torch.zeros(1, dtype=torch.int32)}), "fingerprint is torch.int32"),
+])
+def test_damaged_state_files_are_refused_naming_the_file(saved, tmp_path, damage, message):
+    _, path = saved
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    tensors = load_file(path)
+    damage(tensors, metadata)
+    bad = tmp_path / "bad.state"
+    save_file(tensors, bad, metadata=metadata)
+    with pytest.raises(ValueError, match=rf"bad\.state.*{message}"):
+        Rwkv6Cache.load(bad)
+
+
+def test_the_count_of_seen_tokens_costs_no_memory(model, saved):
+    """generate from a state that claims 10^9 seen tokens builds no mask of that length (8 GB): only the ids
+    given are masked."""
+    state, _ = saved
+    state.seen_tokens = state.fingerprint_length = 10**9
+    state.fingerprint = None  # unknown ids: the length rule decides, and 5 ids are new tokens
+    out = model.generate(torch.tensor([[11, 5585, 41693, 59, 33]]), cache=state, max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 8) and state.seen_tokens == 10**9
