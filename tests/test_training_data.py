@@ -284,6 +284,21 @@ def test_a_row_in_neither_format_names_file_line_and_formats(tmp_path):
         load_conversations(path)
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"", r"holds no records"),
+    (b"\n\n", r"holds no records"),
+    (b"[]", r"holds no records"),
+    (b"null\n", r"line 1: a record must be a JSON object, got NoneType"),
+    (b"[null]", r"record 1: a record must be a JSON object, got NoneType"),
+    (b"\xff\xfe{}", r"is not UTF-8 text"),
+])
+def test_empty_null_and_binary_data_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"data\.jsonl.*{message}"):
+        load_conversations(path)
+
+
 def make_example_media(root: Path, rows) -> None:
     """Every file the example's rows name: videos (2 frames) and images, 32x32."""
     paths = set()

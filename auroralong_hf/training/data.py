@@ -128,6 +128,8 @@ def load_conversations(data_file: str | os.PathLike) -> datasets.Dataset:
             if isinstance(row.get(key), str):
                 row[key] = [row[key]]
         rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no records (an empty file, or only blank lines / an empty list).")
     keys = list(dict.fromkeys(key for row in rows for key in row))
     return Dataset.from_dict({key: [row.get(key) for row in rows] for key in keys})
 
@@ -136,12 +138,18 @@ def _read_rows(path: Path):
     """(where, record) for each record of a JSON list or JSON Lines file; `where` is "line N" or "record N"."""
     import json
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}): training data is JSON / JSON Lines."
+                         ) from None
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: a JSON training file must hold a list of records.")
         yield from ((f"record {k + 1}", record) for k, record in enumerate(records))
         return
     for number, line in enumerate(text.splitlines(), start=1):
