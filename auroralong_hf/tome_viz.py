@@ -79,6 +79,8 @@ def load_frames(path, max_frames: int = 4):
                 frames.append(upright(image))
         kind = "image" if total == 1 else "animated image"
         return frames, {"kind": kind, "total_frames": total, "indices": indices}
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: refused, the image is too large to decode safely: {error}") from None
     except UnidentifiedImageError as image_error:
         pillow_reason = str(image_error)
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # Pillow knew the format but could not decode it

@@ -27,7 +27,9 @@ def load_image(source) -> Image.Image:
     """A path, an open binary file or a PIL image -> an RGB PIL image as a viewer shows it (see `upright`).
 
     Raises FileNotFoundError for a missing path, ValueError naming the file and the reason for one Pillow cannot
-    read (not an image, truncated, corrupt), TypeError for any other kind of source.
+    read (not an image, truncated, corrupt) or will not decode: more than twice `Image.MAX_IMAGE_PIXELS` pixels
+    (Pillow's decompression-bomb guard: a small file that would decode to gigabytes), TypeError for any other kind
+    of source.
     """
     if isinstance(source, Image.Image):
         return upright(source)
@@ -42,6 +44,8 @@ def load_image(source) -> Image.Image:
     try:
         with Image.open(source) as image:
             return upright(image)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{label}: refused, the image is too large to decode safely: {error}") from None
     except UnidentifiedImageError as error:
         raise ValueError(f"{label}: not an image Pillow can read: {error}") from None
     except (OSError, SyntaxError, EOFError, ValueError) as error:  # Pillow knew the format but could not decode it

@@ -1,5 +1,6 @@
-"""Saved states under bad input: a state never replaces a file that is not a state, a damaged or foreign state file
-is refused naming the file and the reason, and a state's count of seen tokens costs no memory."""
+"""Bad input (issue 16): a state never replaces a file that is not a state, a damaged or foreign state file
+is refused naming the file and the reason, a state's count of seen tokens costs no memory, and decompression bombs
+are refused."""
 
 import pytest
 import torch
@@ -85,3 +86,19 @@ def test_the_count_of_seen_tokens_costs_no_memory(model, saved):
     state.fingerprint = None  # unknown ids: the length rule decides, and 5 ids are new tokens
     out = model.generate(torch.tensor([[11, 5585, 41693, 59, 33]]), cache=state, max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 8) and state.seen_tokens == 10**9
+
+
+def test_a_decompression_bomb_image_is_a_clear_error_everywhere(tmp_path, monkeypatch, capsys):
+    """An image that decodes to far more pixels than Pillow's guard allows (a tiny file here, with the guard lowered
+    to match) is a ValueError naming the file: for the processor, training data, lmms-eval and tome-viz alike."""
+    from PIL import Image
+
+    from auroralong_hf.processing.image_io import load_image
+
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (400, 400)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400 * 400 // 3)  # more than twice the limit: Pillow refuses
+    with pytest.raises(ValueError, match=r"bomb\.png: refused, the image is too large"):
+        load_image(path)
+    assert main(["tome-viz", str(path), "-o", str(tmp_path / "out.png")]) == 2
+    assert "bomb.png: refused" in capsys.readouterr().err
