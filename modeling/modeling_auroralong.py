@@ -15,7 +15,14 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_auroralong import AuroraLongConfig
 from .configuration_siglip_tome import tokens_per_frame
-from .modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6GenerationMixin, Rwkv6Model, resolve_cache_argument
+from .modeling_rwkv6 import (
+    CACHE_NAME,
+    CompleteCheckpointMixin,
+    Rwkv6Cache,
+    Rwkv6GenerationMixin,
+    Rwkv6Model,
+    resolve_cache_argument,
+)
 from .modeling_siglip_tome import SiglipToMeVisionModel
 from .streaming import DEFAULT_CHUNK_FRAMES, AuroraLongStreamingMixin, frame_chunks, frame_count, video_list
 
@@ -34,7 +41,7 @@ class AuroraLongMultiModalProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-class AuroraLongPreTrainedModel(PreTrainedModel):
+class AuroraLongPreTrainedModel(CompleteCheckpointMixin, PreTrainedModel):
     config_class = AuroraLongConfig
     config: AuroraLongConfig
     base_model_prefix = "model"

@@ -518,7 +518,32 @@ class Rwkv6Block(GradientCheckpointingLayer):
         return hidden_states + out, attn_shift, ffn_shift, wkv_state
 
 
-class Rwkv6PreTrainedModel(PreTrainedModel):
+class CompleteCheckpointMixin:
+    """`from_pretrained` refuses a checkpoint that lacks weights the model has.
+
+    transformers reports such weights as "newly initialized", but those owned by a child of a module that
+    `_init_weights` initialises as a whole (a token-shift `mu`, a projector's linear) stay uninitialised memory
+    (values up to 1e38, or NaN), and a converted or trained folder is never meant to be partly random: a missing
+    weight is a broken or foreign checkpoint, reported here naming the folder and the weights.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        wants_info = kwargs.get("output_loading_info", False)
+        kwargs["output_loading_info"] = True
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the checkpoint lacks {len(missing)} of the model's weights "
+                f"({shown}); they would be left uninitialised. The folder is incomplete or belongs to another "
+                "configuration (check config.json against the weights)."
+            )
+        return (model, info) if wants_info else model
+
+
+class Rwkv6PreTrainedModel(CompleteCheckpointMixin, PreTrainedModel):
     config_class = Rwkv6Config
     config: Rwkv6Config
     base_model_prefix = "model"

@@ -102,3 +102,24 @@ def test_a_decompression_bomb_image_is_a_clear_error_everywhere(tmp_path, monkey
         load_image(path)
     assert main(["tome-viz", str(path), "-o", str(tmp_path / "out.png")]) == 2
     assert "bomb.png: refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("drop", ["layers.1.ffn.key.mu", "multi_modal_projector.linear_1.weight", "attn.g_norm.weight"])
+def test_a_folder_missing_weights_is_refused_not_left_random(tmp_path, drop, capsys):
+    """transformers would report these as "newly initialized" and leave them as uninitialised memory."""
+    from transformers import AutoModelForImageTextToText
+
+    from auroralong_hf.create_random import random_model
+
+    model, processor = random_model("tiny", seed=0)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    dropped = [key for key in weights if key.endswith(drop)]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"lacks {len(dropped)} of the model's weights \(.*{drop}"):
+        AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert main(["describe", "--model", str(tmp_path), "--max-new-tokens", "1"]) == 2
+    assert "they would be left uninitialised" in capsys.readouterr().err
