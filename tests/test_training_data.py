@@ -342,3 +342,25 @@ def test_the_example_ships_as_package_data():
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     line = re.search(r'^"auroralong_hf\.training" = \[(.*)\]$', pyproject, re.MULTILINE)
     assert line and '"examples/*"' in line.group(1)
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "{outside}", "link.png", "sub/../../outside.png"])
+def test_media_paths_stay_inside_the_media_root(processor, tmp_path, escape):
+    """`..`, absolute paths and symlinks that lead outside --media-root are refused before the file is looked at
+    (the error is the same whether it exists), unless the user opts in."""
+    root = tmp_path / "media"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside.png"
+    Image.fromarray(index_frame(3)).save(outside)
+    (root / "link.png").symlink_to(outside)
+    path = escape.format(outside=outside)
+    record = {"id": "escape", "image": path, "conversations": [
+        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A frame."}]}
+    with pytest.raises(ValueError, match=r"escape.*leads outside the media root.*\[outside_media_root\]"):
+        ConversationCollator(processor, root)([record])
+    record["image"] = path.replace("outside.png", "absent.png")
+    with pytest.raises(ValueError, match="outside_media_root"):  # says nothing of whether the file exists
+        ConversationCollator(processor, root)([record])
+    record["image"] = path
+    batch = ConversationCollator(processor, root, allow_outside_media_root=True)([record])
+    assert frame_indices(batch["pixel_values"]) == [3]

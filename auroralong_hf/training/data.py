@@ -80,7 +80,8 @@ STOP = STOP_STRING
 
 # The reasons under which `ConversationCollator.skipped` counts samples.
 REASONS = (
-    "bad_record", "empty_conversation", "bad_turn_order", "placeholder_mismatch", "missing_media", "unreadable_media",
+    "bad_record", "empty_conversation", "bad_turn_order", "placeholder_mismatch", "missing_media", "outside_media_root",
+    "unreadable_media",
     "too_long",
 )
 
@@ -183,14 +184,19 @@ class ConversationCollator:
     Returns input_ids, attention_mask, labels [B, L] and, when the batch has any, pixel_values_videos
     [V, F_max, 3, H, W] (zero frames after each video's end) + video_frame_counts [V] and pixel_values [I, 3, H, W],
     videos and images in the order their placeholders appear in the batch.
+
+    With a `media_root`, every media path must resolve inside it (`..`, absolute paths and symlinks included):
+    one that leads outside is a bad sample ("outside_media_root") before the file is even looked at, unless
+    `allow_outside_media_root=True`.
     """
 
     def __init__(self, processor, media_root: str | os.PathLike | None = None, max_length: int | None = None,
-                 skip_bad_samples: bool = False):
+                 skip_bad_samples: bool = False, allow_outside_media_root: bool = False):
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be > 0 or None, got {max_length}")
         self.processor = processor
         self.media_root = Path(media_root) if media_root is not None else None
+        self.allow_outside_media_root = allow_outside_media_root
         self.max_length = max_length
         self.skip_bad_samples = skip_bad_samples
         self.skipped: Counter = Counter()
@@ -345,6 +351,11 @@ class ConversationCollator:
 
     def _resolve(self, path: str, sample_id) -> Path:
         resolved = Path(path) if self.media_root is None else self.media_root / path
+        if self.media_root is not None and not self.allow_outside_media_root:
+            root = self.media_root.resolve()
+            if not resolved.resolve().is_relative_to(root):  # checked before the file is, so nothing is confirmed
+                raise BadSampleError(sample_id, "outside_media_root", f"media path {path!r} leads outside the media "
+                                     f"root {root} (allow_outside_media_root / --allow-outside-media-root reads it)")
         if not resolved.is_file():
             raise BadSampleError(sample_id, "missing_media", f"media file not found: {resolved}")
         return resolved

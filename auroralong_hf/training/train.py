@@ -198,7 +198,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
           lora_vision: bool = False, lora_targets: str = "all", lora_r: int = 64, lora_alpha: int = 128,
           lora_dropout: float = 0.05,
           merge: bool = False, max_length: int | None = None, skip_bad_samples: bool = False,
-          training_overrides: list[str] = ()) -> dict:
+          allow_outside_media_root: bool = False, training_overrides: list[str] = ()) -> dict:
     """Run one stage; returns a report (plain values). See the module docstring."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
@@ -235,7 +235,8 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     dataset = load_conversations(data)
-    collator = ConversationCollator(processor, media_root, max_length=max_length, skip_bad_samples=skip_bad_samples)
+    collator = ConversationCollator(processor, media_root, max_length=max_length, skip_bad_samples=skip_bad_samples,
+                                    allow_outside_media_root=allow_outside_media_root)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       processing_class=processor)
     resume = args.resume_from_checkpoint
@@ -297,6 +298,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "language: everything (1e-5, 0.1)")
     parser.add_argument("--data", required=True, help="LLaVA-style JSON / JSONL conversations")
     parser.add_argument("--media-root", required=True, help="folder the records' video / frames / image paths are in")
+    parser.add_argument("--allow-outside-media-root", action="store_true",
+                        help="read media paths that lead outside --media-root (.., absolute paths, symlinks); "
+                             "refused by default")
     parser.add_argument("--model", required=True, help="AuroraLong save_pretrained folder (model + processor)")
     parser.add_argument("--output", required=True, help="folder for checkpoints and the final model")
     parser.add_argument("--lora", action="store_true",
@@ -342,7 +346,8 @@ def run_train(args) -> int:
             lora_vision=args.lora_vision, lora_targets=args.lora_targets, lora_r=args.lora_r,
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=args.merge_lora,
             max_length=args.max_length,
-            skip_bad_samples=args.skip_bad_samples, training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
+            skip_bad_samples=args.skip_bad_samples, allow_outside_media_root=args.allow_outside_media_root,
+            training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
         )
     if report["rank"] == 0:
         if args.json:
