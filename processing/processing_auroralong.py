@@ -126,10 +126,6 @@ class LazyVideo:
         if delivered != self.num_frames:
             raise ValueError(f"{self.plan.label}: decoding gave {delivered} frames, {self.num_frames} were planned")
 
-    def load(self) -> torch.Tensor:
-        """Every frame at once: pixel values [F, 3, S, S] float32."""
-        return torch.cat(list(self.chunks()))
-
 
 def _is_frame(item) -> bool:
     return isinstance(item, Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3))

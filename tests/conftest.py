@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from tiny_models import spread_logits  # noqa: E402
 
 import auroralong_hf  # noqa: E402  (registers the Auto classes)
 import auroralong_hf.modeling  # noqa: E402
@@ -23,11 +24,7 @@ def tiny_rwkv6():
 
     torch.manual_seed(0)
     config = Rwkv6Config(hidden_size=128, num_hidden_layers=2, head_size=32, vocab_size=300, wkv_chunk_size=16)
-    model = Rwkv6ForCausalLM(config).eval()
-    with torch.no_grad():
-        model.model.embeddings.weight.normal_(0, 1.0)
-        model.lm_head.weight.normal_(0, 0.25)
-    return model
+    return spread_logits(Rwkv6ForCausalLM(config).eval(), head_std=0.25)
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +44,7 @@ def tiny_auroralong_folder(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-auroralong")
     model, processor = random_model("tiny", seed=0)
-    with torch.no_grad():
-        model.model.language_model.embeddings.weight.normal_(0, 1.0)
-        model.lm_head.weight.normal_(0, 0.3)
+    spread_logits(model)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from outputs import state_of
+from tiny_models import decisive_auroralong
 from transformers import AutoModelForImageTextToText
 
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache, processor_for_vision_config
@@ -17,12 +18,7 @@ TEXT = {"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32}
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    model = AuroraLongForConditionalGeneration(AuroraLongConfig(vision_config=VISION, text_config=TEXT)).eval()
-    with torch.no_grad():  # spread the logits so greedy decoding is decisive
-        model.model.language_model.embeddings.weight.normal_(0, 1.0)
-        model.lm_head.weight.normal_(0, 0.3)
-    return model
+    return decisive_auroralong(VISION, TEXT)
 
 
 @pytest.fixture(scope="module")

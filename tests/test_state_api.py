@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from outputs import state_of
+from tiny_models import decisive_auroralong
 
-from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache, processor_for_vision_config
+from auroralong_hf import AuroraLongConfig, Rwkv6Cache, processor_for_vision_config
 
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 3,
           "image_size": 64, "patch_size": 16, "token_kept_ratio": 0.5, "vision_use_head": False}
@@ -17,11 +18,7 @@ GREEDY = {"max_new_tokens": 5, "do_sample": False}
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    model = AuroraLongForConditionalGeneration(AuroraLongConfig(vision_config=VISION, text_config=TEXT)).eval()
-    with torch.no_grad():  # spread the logits so greedy decoding is decisive
-        model.model.language_model.embeddings.weight.normal_(0, 1.0)
-        model.lm_head.weight.normal_(0, 0.3)
+    model = decisive_auroralong(VISION, TEXT)
     model.generation_config.eos_token_id = None  # always GREEDY's 5 tokens
     return model
 
