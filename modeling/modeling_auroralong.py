@@ -8,7 +8,7 @@ length costs the same memory.
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -17,6 +17,7 @@ from .configuration_auroralong import AuroraLongConfig
 from .configuration_siglip_tome import tokens_per_frame
 from .modeling_rwkv6 import (
     CACHE_NAME,
+    FEED_CHUNK_TOKENS,
     CompleteCheckpointMixin,
     Rwkv6Cache,
     Rwkv6GenerationMixin,
@@ -77,12 +78,28 @@ class AuroraLongModel(AuroraLongPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     def get_image_features(self, pixel_values: torch.FloatTensor, frames_per_pass: int = 16) -> torch.FloatTensor:
-        """pixel_values [N, 3, H, W] -> projected visual tokens [N, T_f, C], `frames_per_pass` frames at a time."""
+        """pixel_values [N, 3, H, W] -> projected visual tokens [N, T_f, C], `frames_per_pass` frames at a time.
+
+        Raises ValueError when the pixel values, or the features made of them, are not finite: NaN or infinite
+        inputs, or values far outside SigLIP's [-1, 1] that overflow in the tower, would otherwise reach the state
+        and make every answer silently empty.
+        """
+        if not bool(torch.isfinite(pixel_values).all()):
+            bad = int((~torch.isfinite(pixel_values)).sum())
+            raise ValueError(f"pixel_values hold {bad} NaN or infinite value(s) of {pixel_values.numel()}.")
         features = []
         for start in range(0, pixel_values.shape[0], frames_per_pass):
             tower = self.vision_tower(pixel_values[start:start + frames_per_pass].to(self.vision_tower.dtype))
             features.append(self.multi_modal_projector(tower.last_layer_state))
-        return torch.cat(features)
+        features = torch.cat(features)
+        if not bool(torch.isfinite(features).all()):
+            low, high = float(pixel_values.min()), float(pixel_values.max())
+            raise ValueError(
+                f"The visual features are not finite for pixel values in [{low:.3g}, {high:.3g}] "
+                f"({self.vision_tower.dtype}): the processor gives [-1, 1]; values far outside overflow in the "
+                "tower (or its weights are not finite)."
+            )
+        return features
 
     def get_video_features(self, pixel_values_videos, video_frame_counts=None,
                            frames_per_pass: int = 16) -> torch.FloatTensor:
@@ -249,42 +266,25 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         """
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         state = resolve_cache_argument(cache, past_key_values)
-        if input_ids is None:  # inputs_embeds: transformers' own path
-            return super().generate(attention_mask=attention_mask, pixel_values_videos=pixel_values_videos,
+        if input_ids is None or not self._uses_cache(state, kwargs):  # transformers' own path, nothing streamed
+            return super().generate(input_ids, attention_mask=attention_mask, pixel_values_videos=pixel_values_videos,
                                     video_frame_counts=video_frame_counts, pixel_values=pixel_values,
                                     cache=state, **kwargs)
-        state = self.new_state(input_ids.shape[0]) if state is None else state.copy()
-        seen = state.seen_tokens
-        batch, length = input_ids.shape
-        new_from = self.new_tokens_start(input_ids, attention_mask, state)
-        new_ids = input_ids[:, new_from:]
-        if new_ids.shape[1] == 0:
-            raise ValueError(f"The state has seen {seen} tokens and input_ids hold {length}: nothing is left to feed.")
+        visuals = {"pixel_values_videos": pixel_values_videos, "video_frame_counts": video_frame_counts,
+                   "pixel_values": pixel_values, "chunk_frames": chunk_frames}
+        return self._generate_streamed(input_ids, attention_mask, state, prefill_kwargs=visuals, **kwargs)
+
+    def _prefill_prompt(self, new_ids, new_mask, state, pixel_values_videos=None, video_frame_counts=None,
+                        pixel_values=None, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> None:
+        """Stream the new prompt ids [B, N] but the last, with the visuals of their placeholders, into `state`."""
         visual_ids = (self.config.video_token_id, self.config.image_token_id)
         if torch.isin(new_ids[:, -1], torch.tensor(visual_ids, device=new_ids.device)).any():
             raise ValueError("The prompt ends with a visual placeholder: end it with text (e.g. "
                              "apply_chat_template(..., add_generation_prompt=True) ends it with 'Assistant:').")
-        # masks cover the ids passed, never all the state has seen (a long video's state has seen ~10^5 tokens)
-        new_mask = torch.ones(new_ids.shape, dtype=torch.long, device=input_ids.device)
-        if attention_mask is not None:
-            given = attention_mask[:, -new_ids.shape[1]:]
-            new_mask[:, -given.shape[1]:] = given
         videos, images = self._unseen_visuals(new_ids, pixel_values_videos, video_frame_counts, pixel_values)
         if new_ids.shape[1] > 1:
             self.prefill(new_ids[:, :-1], new_mask[:, :-1], videos, None, images, cache=state,
                          chunk_frames=chunk_frames)
-        # transformers feeds `input_ids[:, seen_tokens:]` when the mask is as long as input_ids (and every id
-        # otherwise), so the state counts as seen exactly what precedes the prompt's last id in the ids passed on
-        ids, mask = new_ids, new_mask
-        if new_from:
-            seen_mask = torch.ones(batch, new_from, dtype=torch.long, device=input_ids.device)
-            ids, mask = input_ids, torch.cat([seen_mask, new_mask], dim=1)
-        offset = state.seen_tokens - (ids.shape[1] - 1)
-        state.seen_tokens -= offset
-        # transformers' own generate (the mixin's would copy and classify the ids again)
-        output = GenerationMixin.generate(self, ids, attention_mask=mask, **{CACHE_NAME: state}, **kwargs)
-        state.seen_tokens += offset  # the output's state (return_dict_in_generate) counts everything it has seen
-        return output
 
     def _unseen_visuals(self, new_ids, pixel_values_videos, video_frame_counts, pixel_values):
         """The visuals of the placeholders in `new_ids` [B, N]: all of those given, or, when more were given (a
@@ -303,12 +303,12 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
                                         // per_frame:]
         return videos[skipped:], pixel_values
 
-    @torch.no_grad()
-    def feed(self, state: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
-             inputs_embeds: torch.FloatTensor | None = None) -> Rwkv6Cache:
-        """Advance `state` over text ids [B, T] (no placeholders) or embeddings [B, T, C]; returns the state."""
-        self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, cache=state, use_cache=True)
-        return state
+    def feed(self, cache: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
+             inputs_embeds: torch.FloatTensor | None = None, attention_mask: torch.Tensor | None = None,
+             chunk_tokens: int = FEED_CHUNK_TOKENS) -> Rwkv6Cache:
+        """`Rwkv6Model.feed` of the language model: advance `cache` over text ids [B, T] (no placeholders) or
+        embeddings [B, T, C], `chunk_tokens` positions at a time, keeping no output. Returns `cache`."""
+        return self.model.language_model.feed(cache, input_ids, inputs_embeds, attention_mask, chunk_tokens)
 
 
 __all__ = [

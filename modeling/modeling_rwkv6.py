@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -26,6 +26,11 @@ from .wkv6 import fla_is_available, wkv6_chunked, wkv6_fla, wkv6_step
 # `generate`; CACHE_NAME is the one the installed transformers uses: outputs carry the state under it (where its
 # `generate` looks), and it is the name to read the state from an output or to pass it to transformers' own models.
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# Positions fed at a time when a prompt is only read into the state (`feed`, the prompt of `generate`): the
+# activations of one chunk live at a time (the tiny test model grew +800 MB reading 100k tokens at once), and
+# 4,096 positions still fill a GPU (fla's kernels work in chunks of 64).
+FEED_CHUNK_TOKENS = 4096
 
 
 def resolve_cache_argument(cache, past_key_values):
@@ -694,6 +699,33 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
             **{CACHE_NAME: cache if use_cache else None},
         )
 
+    @torch.no_grad()
+    def feed(self, cache: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
+             inputs_embeds: torch.FloatTensor | None = None, attention_mask: torch.Tensor | None = None,
+             chunk_tokens: int = FEED_CHUNK_TOKENS) -> Rwkv6Cache:
+        """Advance `cache` over ids [B, T] or embeddings [B, T, C] (attention_mask [B, T], 0 at padding) without
+        keeping any output, `chunk_tokens` positions at a time: memory does not grow with T.
+
+        The result is the state one `forward` over all T positions gives, up to float rounding (the WKV sums
+        run in other chunks). Returns `cache`, updated in place.
+        """
+        if not isinstance(chunk_tokens, int) or chunk_tokens <= 0:
+            raise ValueError(f"chunk_tokens must be an int > 0, got {chunk_tokens!r}.")
+        inputs = input_ids if input_ids is not None else inputs_embeds
+        if inputs is None or (input_ids is not None and inputs_embeds is not None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if attention_mask is not None:
+            attention_mask = self._check_attention_mask(attention_mask, inputs.shape[0], inputs.shape[1])
+        for start in range(0, inputs.shape[1], chunk_tokens):
+            piece = slice(start, start + chunk_tokens)
+            self(
+                input_ids=None if input_ids is None else input_ids[:, piece],
+                inputs_embeds=None if inputs_embeds is None else inputs_embeds[:, piece],
+                attention_mask=None if attention_mask is None else attention_mask[:, piece],
+                cache=cache, use_cache=True, output_hidden_states=False,
+            )
+        return cache
+
     def embed(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
         """input_ids [B, T] -> embeddings [B, T, C], after checking shape and vocabulary range."""
         if input_ids.dim() != 2:
@@ -735,6 +767,26 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
         return None if bool(attention_mask.all()) else attention_mask
 
 
+class NaNLogitsCheck(LogitsProcessor):
+    """Stops `generate` with a ValueError when the next-token scores [B, V] hold NaN or +inf (non-finite weights
+    or inputs, or an overflow): greedy decoding would otherwise pick token 0 at every step, an empty answer with
+    no error. -inf is left alone: other processors set it on purpose (e.g. to forbid the end before min_length)."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if bool((torch.isnan(scores) | torch.isposinf(scores)).any()):
+            raise ValueError(
+                f"The next-token scores hold NaN or infinite values after {input_ids.shape[1]} positions: the "
+                "model's weights or its inputs are not finite, or its dtype overflowed."
+            )
+        return scores
+
+
+def with_nan_logits_check(processors: LogitsProcessorList | None) -> LogitsProcessorList:
+    """A user's `logits_processor` list (or none) with `NaNLogitsCheck` appended (transformers runs custom
+    processors after its own and before the sampling warpers)."""
+    return LogitsProcessorList([*(processors or ()), NaNLogitsCheck()])
+
+
 class Rwkv6GenerationMixin(GenerationMixin):
     """`generate()` for models whose state is an `Rwkv6Cache`, the same on transformers 5.23 and 5.24.
 
@@ -770,24 +822,65 @@ class Rwkv6GenerationMixin(GenerationMixin):
 
     def generate(self, inputs: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                  cache: Rwkv6Cache | None = None, past_key_values: Rwkv6Cache | None = None, **kwargs):
-        """transformers' `generate`, the state under the name the installed transformers reads (`CACHE_NAME`),
-        continuing a copy of a user's state from the tokens it has not seen (see the class docstring)."""
+        """transformers' `generate`, the prompt read into the state `FEED_CHUNK_TOKENS` at a time (memory does not
+        grow with its length), continuing a copy of a user's state from the tokens it has not seen (see the class
+        docstring)."""
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         state = resolve_cache_argument(cache, past_key_values)
-        offset = 0
-        if state is not None:
-            state = state.copy()
-            if input_ids is not None and self.new_tokens_start(input_ids, attention_mask, state) == 0:
-                # new tokens only: transformers feeds input_ids[:, seen_tokens:], so the state counts none as seen
-                # for this call (no mask of every token it has seen is built), and gets its count back after
-                offset, state.seen_tokens = state.seen_tokens, 0
-                if attention_mask is not None:
-                    attention_mask = attention_mask[:, -input_ids.shape[1]:]
-            kwargs[CACHE_NAME] = state
-        output = super().generate(input_ids, attention_mask=attention_mask, **kwargs)
-        if state is not None:
-            state.seen_tokens += offset
+        if input_ids is None or not self._uses_cache(state, kwargs):  # transformers' own path
+            if state is not None:
+                kwargs[CACHE_NAME] = state.copy()
+            kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
+            return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
+        return self._generate_streamed(input_ids, attention_mask, state, **kwargs)
+
+    def _uses_cache(self, state: Rwkv6Cache | None, kwargs: dict) -> bool:
+        """Whether `generate` decodes from a state (`use_cache`, the default); without, transformers runs the
+        whole sequence at every step."""
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = (kwargs.get("generation_config") or self.generation_config).use_cache
+        if state is not None and use_cache is False:
+            raise ValueError("A state (cache=) was given with use_cache=False: a state is decoded from, so it needs "
+                             "use_cache=True (the default).")
+        return use_cache is not False
+
+    def _generate_streamed(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+                           state: Rwkv6Cache | None, prefill_kwargs: dict | None = None, **kwargs):
+        """The prompt's unseen ids but the last go through `_prefill_prompt` into a copy of `state` (a new one
+        without); transformers' decoding loop starts from there. Returns what transformers' `generate` returns."""
+        state = self.new_state(input_ids.shape[0]) if state is None else state.copy()
+        seen = state.seen_tokens
+        batch, length = input_ids.shape
+        new_from = self.new_tokens_start(input_ids, attention_mask, state)
+        new_ids = input_ids[:, new_from:]
+        if new_ids.shape[1] == 0:
+            raise ValueError(f"The state has seen {seen} tokens and input_ids hold {length}: nothing is left to feed.")
+        # masks cover the ids passed, never all the state has seen (a long video's state has seen ~10^5 tokens)
+        new_mask = torch.ones(new_ids.shape, dtype=torch.long, device=input_ids.device)
+        if attention_mask is not None:
+            given = attention_mask[:, -new_ids.shape[1]:]
+            new_mask[:, -given.shape[1]:] = given
+        self._prefill_prompt(new_ids, new_mask, state, **(prefill_kwargs or {}))
+        # transformers feeds `input_ids[:, seen_tokens:]` when the mask is as long as input_ids (and every id
+        # otherwise), so the state counts as seen exactly what precedes the prompt's last id in the ids passed on
+        ids, mask = new_ids, new_mask
+        if new_from:
+            seen_mask = torch.ones(batch, new_from, dtype=torch.long, device=input_ids.device)
+            ids, mask = input_ids, torch.cat([seen_mask, new_mask], dim=1)
+        offset = state.seen_tokens - (ids.shape[1] - 1)
+        state.seen_tokens -= offset
+        kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
+        # transformers' own generate (a subclass's would classify the ids again)
+        output = GenerationMixin.generate(self, ids, attention_mask=mask, **{CACHE_NAME: state}, **kwargs)
+        state.seen_tokens += offset  # the output's state (return_dict_in_generate) counts everything it has seen
         return output
+
+    def _prefill_prompt(self, new_ids: torch.LongTensor, new_mask: torch.Tensor, state: Rwkv6Cache) -> None:
+        """Read the new prompt ids [B, N] but the last into `state` (their mask [B, N], 0 at padding), through the
+        model's `feed`."""
+        if new_ids.shape[1] > 1:
+            self.feed(state, new_ids[:, :-1], attention_mask=new_mask[:, :-1])
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         # transformers repeats only tensors for beams and returned sequences: a user's state needs a row for each too
@@ -826,6 +919,12 @@ class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, Rwkv6GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
+
+    def feed(self, cache: Rwkv6Cache, input_ids: torch.LongTensor | None = None,
+             inputs_embeds: torch.FloatTensor | None = None, attention_mask: torch.Tensor | None = None,
+             chunk_tokens: int = FEED_CHUNK_TOKENS) -> Rwkv6Cache:
+        """`Rwkv6Model.feed`: advance `cache` over ids [B, T] or embeddings [B, T, C] keeping no output."""
+        return self.model.feed(cache, input_ids, inputs_embeds, attention_mask, chunk_tokens)
 
     def forward(
         self,
@@ -870,6 +969,6 @@ class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, Rwkv6GenerationMixin):
 
 
 __all__ = [
-    "CACHE_NAME", "Rwkv6Cache", "Rwkv6ForCausalLM", "Rwkv6GenerationMixin", "Rwkv6Model", "Rwkv6PreTrainedModel",
-    "resolve_cache_argument",
+    "CACHE_NAME", "FEED_CHUNK_TOKENS", "Rwkv6Cache", "Rwkv6ForCausalLM", "Rwkv6GenerationMixin", "Rwkv6Model",
+    "Rwkv6PreTrainedModel", "resolve_cache_argument",
 ]

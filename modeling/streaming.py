@@ -141,6 +141,9 @@ class AuroraLongStreamingMixin:
         logits = self(input_ids.to(self.device), attention_mask=mask.to(self.device), cache=states,
                       use_cache=True).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
+        if not bool(torch.isfinite(logprobs).all()):  # a NaN score would rank silently (every comparison false)
+            raise ValueError("The log-probabilities of the continuations are not finite: the state or the model's "
+                             "weights hold NaN or infinite values.")
         results = []
         for row, target in enumerate(continuations):
             if not target:

@@ -123,3 +123,47 @@ def test_a_folder_missing_weights_is_refused_not_left_random(tmp_path, drop, cap
         AutoModelForImageTextToText.from_pretrained(tmp_path)
     assert main(["describe", "--model", str(tmp_path), "--max-new-tokens", "1"]) == 2
     assert "they would be left uninitialised" in capsys.readouterr().err
+
+
+def video_prompt(model, frames: int) -> torch.Tensor:
+    """input_ids [1, T]: text, a video's placeholder run of `frames` frames, text."""
+    placeholders = [model.config.video_token_id] * (frames * model.tokens_per_frame)
+    return torch.tensor([[24281, 59, 11, *placeholders, 11, 38, 59]])
+
+
+@pytest.mark.parametrize("value, message", [
+    (float("nan"), "pixel_values hold 5 NaN or infinite"),
+    (float("inf"), "pixel_values hold 5 NaN or infinite"),
+    (1e30, r"not finite for pixel values in \[-1, 1e\+30\]"),
+])
+def test_non_finite_pixels_are_refused_not_answered_with_nothing(model, value, message):
+    """NaN / inf pixels, or finite ones far outside [-1, 1] that overflow in the tower, stop generate, prefill
+    and forward with a clear error (before: an empty answer and no error)."""
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1
+    pixels[1, 0, 0, :5] = value
+    if value == 1e30:
+        pixels[0, 0, 0, 0] = -1
+    ids = video_prompt(model, 2)
+    with pytest.raises(ValueError, match=message):
+        model.generate(ids, pixel_values_videos=[pixels], max_new_tokens=2)
+    with pytest.raises(ValueError, match=message):
+        model.prefill(ids, pixel_values_videos=[pixels])
+    with pytest.raises(ValueError, match=message):
+        model(ids, pixel_values_videos=[pixels])
+
+
+def test_non_finite_weights_stop_generation_and_scoring(model):
+    """A NaN weight makes the state NaN: generate and score_continuations refuse (before: token 0 for every step, an
+    empty answer, and NaN scores that lose every comparison silently)."""
+    broken = AuroraLongForConditionalGeneration(model.config).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.model.language_model.layers[1].ffn.value.weight[0, 0] = float("nan")
+    ids = torch.tensor([[24281, 59, 11, 261]])
+    for sample in (False, True):
+        with pytest.raises(ValueError, match="next-token scores hold NaN or infinite values after 4 positions"):
+            broken.generate(ids, max_new_tokens=2, do_sample=sample)
+    state = broken.prefill(ids[:, :-1])
+    with pytest.raises(ValueError, match="log-probabilities of the continuations are not finite"):
+        broken.score_continuations(state, 261, [[11, 12]])
+    assert model.generate(ids, max_new_tokens=2).shape == (1, 6)  # the same model with finite weights answers

@@ -141,7 +141,7 @@ def test_generate_from_a_user_state_feeds_only_the_unseen_tokens(tiny_rwkv6, nam
             answer = tiny_rwkv6.generate(**kwargs, max_new_tokens=6, do_sample=False, **{name: state})
         finally:
             hook.remove()
-        assert fed == [5] + [1] * 5, case
+        assert fed == [4, 1] + [1] * 5, case  # the prompt but its last id (read into the state), then one by one
         assert torch.equal(answer[:, -6:], from_scratch[:, -6:]), case
         assert state.seen_tokens == 10, case  # the user's state is left as it was (generation advanced a copy)
     state = tiny_rwkv6.new_state()
@@ -268,3 +268,43 @@ def test_state_holds_no_activations(tiny_rwkv6):
     for states in (cache.attn_shift, cache.ffn_shift, cache.wkv):
         for state in states:
             assert state.untyped_storage().nbytes() == state.numel() * state.element_size()
+
+
+def test_feed_reads_a_long_input_in_bounded_pieces_to_the_state_of_one_forward(tiny_rwkv6):
+    """feed (Rwkv6Model.feed) runs `chunk_tokens` positions at a time and keeps no output, so memory does not grow
+    with the input; its state is the one a single forward reaches (fp32, atol 1e-5: the WKV sums in other chunks),
+    padded rows included."""
+    torch.manual_seed(1)
+    ids = torch.randint(1, 300, (2, 150))
+    mask = torch.ones_like(ids)
+    mask[1, :37] = 0  # left padding in the second row
+    whole = tiny_rwkv6.new_state(2)
+    tiny_rwkv6(ids, attention_mask=mask, cache=whole)
+    fed, hook = positions_fed(tiny_rwkv6)
+    try:
+        pieces = tiny_rwkv6.feed(tiny_rwkv6.new_state(2), ids, attention_mask=mask, chunk_tokens=64)
+    finally:
+        hook.remove()
+    assert fed == [64, 64, 22]
+    for name in ("attn_shift", "ffn_shift", "wkv"):
+        for got, want in zip(getattr(pieces, name), getattr(whole, name), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert pieces.seen_tokens == whole.seen_tokens == 150
+    assert pieces.has_seen(ids)  # the fingerprint is the one of the whole input
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        tiny_rwkv6.feed(tiny_rwkv6.new_state(2), ids, chunk_tokens=0)
+
+
+def test_generate_reads_a_long_prompt_in_bounded_pieces(tiny_rwkv6):
+    from auroralong_hf.modeling import FEED_CHUNK_TOKENS
+
+    prompt = torch.randint(1, 300, (1, FEED_CHUNK_TOKENS + 300))
+    fed, hook = positions_fed(tiny_rwkv6)
+    try:
+        answer = tiny_rwkv6.generate(prompt, max_new_tokens=3, do_sample=False)
+    finally:
+        hook.remove()
+    assert fed == [FEED_CHUNK_TOKENS, 299, 1, 1, 1]  # the prompt but its last id, in pieces; then one at a time
+    state = tiny_rwkv6.new_state()
+    tiny_rwkv6(prompt[:, :-1], cache=state)  # one forward over the whole prompt gives the same answer
+    assert torch.equal(answer, tiny_rwkv6.generate(prompt, max_new_tokens=3, do_sample=False, cache=state))
