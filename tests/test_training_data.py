@@ -1,5 +1,6 @@
 """Training data: LLaVA-style records -> left-padded batches whose labels cover exactly the answers."""
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -150,6 +151,27 @@ def test_too_long_sample_dropped_with_counted_warning(processor, media, caplog):
     with pytest.raises(ValueError, match="Every sample"):
         collator([video_record("again")])
     assert collator.skipped == {"too_long": 2}
+
+
+def test_a_runaway_sample_is_dropped_by_default_naming_it(processor, media, caplog):
+    """Without a max_length the Python API and the CLI still cap samples (DEFAULT_MAX_LENGTH): one huge turn is
+    dropped with a warning naming it instead of growing training memory until the allocator fails."""
+    from auroralong_hf.training import DEFAULT_MAX_LENGTH
+    from auroralong_hf.training.train import add_train_arguments
+
+    collator = ConversationCollator(processor, media)
+    assert collator.max_length == DEFAULT_MAX_LENGTH
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        batch = collator([text_record("runaway", answer="word " * DEFAULT_MAX_LENGTH), text_record("fits")])
+    assert batch["input_ids"].shape == (1, 11) and collator.skipped == {"too_long": 1}
+    assert any("'runaway'" in r.getMessage() and f"> max_length {DEFAULT_MAX_LENGTH}" in r.getMessage()
+               for r in caplog.records)
+    assert ConversationCollator(processor, media, max_length=None)([text_record("runaway", answer="word " * 9000)])
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    base = ["--stage", "language", "--data", "d.jsonl", "--media-root", "m", "--model", "x", "--output", "o"]
+    assert parser.parse_args(base).max_length == DEFAULT_MAX_LENGTH
+    assert parser.parse_args([*base, "--max-length", "0"]).max_length == 0  # run_train passes 0 as None: no cap
 
 
 BAD = {

@@ -49,8 +49,9 @@ prompt tokens match the inference prompt's tokens and every answer ends in the s
 Rows are left padded with id 0 (attention 0, label -100), as the processor pads.
 
 Bad samples raise ValueError naming the sample id; with `skip_bad_samples=True` they are skipped with a warning and
-counted in `collator.skipped` by reason. A sample longer than `max_length` tokens is always dropped (never
-truncated) with a warning, counted under "too_long". With DataLoader workers, each worker counts in its own copy.
+counted in `collator.skipped` by reason. A sample longer than `max_length` tokens (default `DEFAULT_MAX_LENGTH`,
+8,192; None: no cap) is always dropped (never truncated) with a warning naming it, counted under "too_long".
+With DataLoader workers, each worker counts in its own copy.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ import torch
 
 from ..processing.image_io import load_image
 from ..processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
+from . import DEFAULT_MAX_LENGTH
 
 if TYPE_CHECKING:
     import datasets
@@ -190,8 +192,9 @@ class ConversationCollator:
     `allow_outside_media_root=True`.
     """
 
-    def __init__(self, processor, media_root: str | os.PathLike | None = None, max_length: int | None = None,
-                 skip_bad_samples: bool = False, allow_outside_media_root: bool = False):
+    def __init__(self, processor, media_root: str | os.PathLike | None = None,
+                 max_length: int | None = DEFAULT_MAX_LENGTH, skip_bad_samples: bool = False,
+                 allow_outside_media_root: bool = False):
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be > 0 or None, got {max_length}")
         self.processor = processor

@@ -38,6 +38,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import DEFAULT_MAX_LENGTH
 from .lora import LORA_TARGET_PRESETS, lora_config
 
 
@@ -197,7 +198,7 @@ def parse_training_arguments(stage: Stage, output_dir: str, overrides: list[str]
 def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: str, *, lora: bool = False,
           lora_vision: bool = False, lora_targets: str = "all", lora_r: int = 64, lora_alpha: int = 128,
           lora_dropout: float = 0.05,
-          merge: bool = False, max_length: int | None = None, skip_bad_samples: bool = False,
+          merge: bool = False, max_length: int | None = DEFAULT_MAX_LENGTH, skip_bad_samples: bool = False,
           allow_outside_media_root: bool = False, training_overrides: list[str] = ()) -> dict:
     """Run one stage; returns a report (plain values). See the module docstring."""
     import torch
@@ -314,7 +315,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-alpha", type=int, default=128)
     parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--merge-lora", action="store_true", help="with --lora: also write OUTPUT/final merged")
-    parser.add_argument("--max-length", type=int, default=None, help="drop samples longer than this many tokens")
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                        help=f"drop samples longer than this many tokens (default {DEFAULT_MAX_LENGTH}; 0: no cap)")
     parser.add_argument("--skip-bad-samples", action="store_true", help="skip bad records with a warning")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.epilog = ("Any TrainingArguments field may follow, spelled as HfArgumentParser spells it, e.g. "
@@ -345,7 +347,7 @@ def run_train(args) -> int:
             args.stage, args.data, args.media_root, args.model, args.output, lora=args.lora,
             lora_vision=args.lora_vision, lora_targets=args.lora_targets, lora_r=args.lora_r,
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=args.merge_lora,
-            max_length=args.max_length,
+            max_length=args.max_length or None,
             skip_bad_samples=args.skip_bad_samples, allow_outside_media_root=args.allow_outside_media_root,
             training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
         )
