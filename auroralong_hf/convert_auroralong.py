@@ -29,6 +29,8 @@ import torch
 
 from .convert_rwkv6 import (
     _build_model,
+    _check_cast,
+    _check_floating,
     _load_weight_files,
     _read_json,
     _resolve_dtype,
@@ -199,6 +201,7 @@ def _vision_state_dict(source: dict, vision_config, notes: list[str]) -> tuple[d
             f"{vision_config.hidden_size}): missing tensors ({len(missing)}): "
             f"{', '.join(prefix + name for name in missing)}"
         )
+    _check_floating({shown[name]: t for name, t in kept.items()}, path)
     wrong = [f"{shown[name]} {tuple(t.shape)} (expected {expected[name]})"
              for name, t in kept.items() if tuple(t.shape) != expected[name]]
     if wrong:
@@ -259,6 +262,7 @@ def _read_projector(folder: Path, notes: list[str]) -> dict:
     for field, value in (("visual_hidden_size", vision_width), ("llm_hidden_size", text_width)):
         if config_json.get(field) not in (None, value):
             raise ValueError(f"{config_path} says {field}={config_json[field]} but the weights have {value}.")
+    _check_floating({key: t for name, (key, t) in tensors.items() if name in expected}, folder)
     sd = {_PROJECTOR + "linear_1.weight": w1, _PROJECTOR + "linear_2.weight": w2}
     if bias:
         b1, b2 = tensors["0.bias"][1], tensors["2.bias"][1]
@@ -389,15 +393,16 @@ def _image_processor(vision_dir: Path, image_size: int, notes: list[str]):
 
 
 def _write(output_dir: Path, config, sd: dict[str, torch.Tensor], target_dtype: torch.dtype, processor, *,
-           summary: str, license: str | None) -> int:
+           summary: str, license: str | None, source) -> int:
     """Build the model from `sd` (no random init), cast, and write model + processor + generation config + model
-    card (`summary`, `license`) atomically."""
+    card (`summary`, `license`) atomically. `source` names the checkpoint(s) in errors."""
     from .folder_metadata import answer_generation_config, write_model_card
     from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
 
     config.dtype = target_dtype  # recorded in config.json by save_pretrained
     model = _build_model(config, sd, AuroraLongForConditionalGeneration)
     model = model.to(target_dtype).eval()
+    _check_cast(model, target_dtype, source)
     model.generation_config = answer_generation_config(processor.tokenizer)
     num_parameters = sum(p.numel() for p in model.parameters())
 
@@ -471,7 +476,9 @@ def convert_auroralong_checkpoint(
     tower's last layer unless it already has 23. `dtype` defaults to the sources' own (by parameter count).
     Returns a report of plain values: formats, sizes, the switches and why, the tensors set aside (by name).
     Errors: FileNotFoundError / ValueError naming the path for a missing part, a missing or truncated weight file,
-    missing tensors or inconsistent sizes; FileExistsError for a non-empty output folder without `overwrite`.
+    missing tensors, inconsistent sizes or weights that are not finite real numbers (NaN, inf, complex; named);
+    FileExistsError for a non-empty output folder without `overwrite`; OSError naming the output folder when it
+    cannot be written (read-only, disk full), nothing left behind.
     """
     root = _require_dir(Path(source).expanduser().absolute(), "AuroraLong xtuner checkpoint")
     output_dir = check_output_dir(output_dir, overwrite)
@@ -523,7 +530,7 @@ def convert_auroralong_checkpoint(
     summary = (f"Converted by `auroralong convert auroralong` from the xtuner release layout `{root.name}` (the RWKV-6 "
                "LLM at its root, visual_encoder/, projector/); the released code's conventions are config switches.")
     num_parameters = _write(output_dir, config, sd, target_dtype, processor, summary=summary,
-                            license=read_license(root))
+                            license=read_license(root), source=root)
     report = {
         "command": "convert auroralong",
         "source": str(root),
@@ -606,7 +613,8 @@ def compose_auroralong(
     # Each part keeps its licence; one is written only when both sources' cards agree.
     licenses = {read_license(vision_dir), read_license(language_path) if language_path.is_dir() else None}
     num_parameters = _write(output_dir, config, sd, target_dtype, processor, summary=summary,
-                            license=licenses.pop() if len(licenses) == 1 else None)
+                            license=licenses.pop() if len(licenses) == 1 else None,
+                            source=f"{vision_dir} + {language_path}")
     truncated = layers < base.num_hidden_layers
     switches = {
         "vision_config.num_hidden_layers": {

@@ -29,6 +29,7 @@ from transformers.utils import logging
 from .folder_metadata import answer_generation_config, read_license, write_model_card
 from .folders import check_output_dir, write_folder_atomically
 from .modeling.configuration_rwkv6 import Rwkv6Config
+from .modeling.modeling_rwkv6 import non_finite_tensors
 from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
 
 logger = logging.get_logger(__name__)
@@ -102,6 +103,52 @@ def _as_tensor_dict(data, path: Path) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
+def _check_values(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Refuse complex tensors and NaN / inf values, naming the file and the tensors (the file's own names).
+
+    Weights of these models are real numbers: casting a complex tensor would silently drop its imaginary part, and
+    one NaN or inf weight makes every output NaN (greedy decoding then answers nothing, without an error). Large
+    but finite values are kept: no bound holds for every trained checkpoint.
+    """
+    complex_valued = sorted(name for name, t in sd.items() if t.is_complex())
+    if complex_valued:
+        raise ValueError(
+            f"{path} holds complex-valued tensors ({len(complex_valued)}): {_name_list(complex_valued)}. The weights "
+            "of these models are real numbers: this is not such a checkpoint, or it is damaged."
+        )
+    non_finite = non_finite_tensors(sd.items())
+    if non_finite:
+        raise ValueError(
+            f"{path} holds tensors with NaN or infinite values ({len(non_finite)}): {_name_list(non_finite)}. A "
+            "model converted from them would output NaN: the checkpoint is damaged, or its training diverged."
+        )
+    return sd
+
+
+def _check_floating(sd: dict[str, torch.Tensor], path, display=None) -> None:
+    """Refuse tensors that are not floating point where the model's layout needs weights (integer, bool)."""
+    wrong = [f"{display(name) if display else name} ({str(t.dtype).removeprefix('torch.')})"
+             for name, t in sd.items() if not t.is_floating_point()]
+    if wrong:
+        raise ValueError(f"{path}: tensors that are not floating point ({len(wrong)}): {'; '.join(sorted(wrong))}. "
+                         "Model weights are floating-point numbers.")
+
+
+def _check_cast(model, dtype: torch.dtype, source) -> None:
+    """Refuse weights that became infinite when cast to the output dtype (float16 holds at most 65504)."""
+    overflowed = non_finite_tensors(model.named_parameters())
+    if overflowed:
+        raise ValueError(
+            f"{source}: {len(overflowed)} weight(s) overflow {str(dtype).removeprefix('torch.')} (they become "
+            f"infinite when cast): {_name_list(overflowed)}. Convert with dtype bfloat16 or float32 (--dtype)."
+        )
+
+
+def _name_list(names, limit: int = 10) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _safetensors_keys(path: Path) -> list[str]:
     from safetensors import safe_open
 
@@ -152,7 +199,7 @@ def _weight_files(folder: Path) -> tuple[list[Path], str | None]:
 def _load_weight_files(files: list[Path], kind: str) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path in files:
-        part = _safetensors_load(path) if kind == "safetensors" else _torch_load(path)
+        part = _check_values(_safetensors_load(path) if kind == "safetensors" else _torch_load(path), path)
         clash = sorted(set(part) & set(state))
         if clash:
             raise ValueError(f"{path} repeats tensors already read from another shard: {', '.join(clash[:10])}")
@@ -421,6 +468,7 @@ def _fit_shapes(
     sd: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], path, display=None
 ) -> dict[str, torch.Tensor]:
     """Check every tensor's shape; a per-channel vector may come as [C] or [1, 1, C] and is reshaped as wanted."""
+    _check_floating(sd, path, display)
     out, wrong = {}, []
     for name, tensor in sd.items():
         want = shapes[name]
@@ -618,7 +666,8 @@ def load_rwkv6_checkpoint(source: str | os.PathLike, *, return_notes: bool = Fal
     one). With `return_notes=True` it returns `(state_dict, config, notes)`, notes being a list of sentences about
     choices made (e.g. the GroupNorm eps kept at 64e-5 for an fla source); they are also logged.
     Errors: FileNotFoundError for a missing path; ValueError naming the file for an unknown format, an unreadable or
-    truncated file, missing/unexpected tensors (listed by name) or inconsistent shapes.
+    truncated file, missing/unexpected tensors (listed by name), inconsistent shapes, or tensors that are not finite
+    real floating-point numbers (NaN, inf, complex, integer; listed by name).
     """
     sd, config, _fmt, notes = _load(source)
     for note in notes:
@@ -636,7 +685,7 @@ def _load(source) -> tuple[dict[str, torch.Tensor], Rwkv6Config, str, list[str]]
     group_norm_eps = FINCH_GROUP_NORM_EPS
     if fmt == "blinkdl":
         file = _blinkdl_path(path)
-        sd, geometry, tied = _from_blinkdl(_torch_load(file), file, notes)
+        sd, geometry, tied = _from_blinkdl(_check_values(_torch_load(file), file), file, notes)
         notes.append("BlinkDL .pth: LayerNorm eps 1e-5 and GroupNorm eps 64e-5, as in RWKV-LM.")
     else:
         files, kind = _weight_files(path)
@@ -753,7 +802,9 @@ def convert_rwkv6_checkpoint(
     The model (safetensors + config.json) and the World tokenizer are written to a temporary sibling folder that
     is renamed to `output_dir` only once everything succeeded, so a failed conversion leaves nothing behind.
     A non-empty `output_dir` is refused unless `overwrite=True`. `dtype` (float32 / bfloat16 / float16) defaults
-    to the checkpoint's own dtype. Returns a report of plain values (JSON-serialisable, printable).
+    to the checkpoint's own dtype; weights it cannot hold (beyond 65504 for float16) are a ValueError naming them.
+    An output folder that cannot be written (read-only, disk full) is an OSError naming it, nothing left behind.
+    Returns a report of plain values (JSON-serialisable, printable).
     """
     output_dir = check_output_dir(output_dir, overwrite)
 
@@ -773,6 +824,7 @@ def convert_rwkv6_checkpoint(
     model = _build_model(config, sd)
     del sd
     model = model.to(target_dtype).eval()
+    _check_cast(model, target_dtype, Path(source).expanduser())
 
     tokenizer = RwkvWorldTokenizer()
     # the World ids whether or not the tokenizer is saved beside the model (save_tokenizer)
