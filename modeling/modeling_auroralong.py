@@ -13,12 +13,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .checkpoint_checks import CompleteCheckpointMixin
 from .configuration_auroralong import AuroraLongConfig
 from .configuration_siglip_tome import tokens_per_frame
 from .modeling_rwkv6 import (
     CACHE_NAME,
     FEED_CHUNK_TOKENS,
-    CompleteCheckpointMixin,
     Rwkv6Cache,
     Rwkv6GenerationMixin,
     Rwkv6Model,

@@ -15,6 +15,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.siglip.modeling_siglip import eager_attention_forward
 
+from .checkpoint_checks import CompleteCheckpointMixin
 from .configuration_siglip_tome import SiglipToMeVisionConfig, merge_schedule, tokens_per_frame
 
 
@@ -135,7 +136,7 @@ def sort_tokens(tokens: Tokens, order: str, protect_first_token: bool, num_patch
     return tokens.select(index)
 
 
-class SiglipToMeVisionModel(SiglipVisionModel):
+class SiglipToMeVisionModel(CompleteCheckpointMixin, SiglipVisionModel):
     config_class = SiglipToMeVisionConfig
     config: SiglipToMeVisionConfig
 

@@ -32,7 +32,7 @@ from auroralong_hf.cli import main
 from auroralong_hf.convert_auroralong import compose_auroralong, convert_auroralong_checkpoint
 from auroralong_hf.convert_rwkv6 import convert_rwkv6_checkpoint
 from auroralong_hf.folders import OWNER_MARKER, remove_stale_temporaries, write_folder_atomically
-from auroralong_hf.modeling.modeling_rwkv6 import non_finite_tensors
+from auroralong_hf.modeling.checkpoint_checks import non_finite_tensors
 
 SMALL = {"hidden_size": 64, "num_layers": 1, "head_size": 32, "vocab": 50, "ffn": 96, "mix_rank": 4, "decay_rank": 8}
 # One tensor under the three layouts' names (BlinkDL, RWKV/v6-Finch-HF, fla).

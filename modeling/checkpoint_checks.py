@@ -1,0 +1,141 @@
+"""Checks that make `from_pretrained` refuse a checkpoint it would otherwise load as garbage: damaged files,
+missing weights, NaN / inf weights. Shared by every model class here (`CompleteCheckpointMixin`) and by the
+converters (`non_finite_tensors`)."""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+# Weights are checked for NaN / inf in these dtypes; other storage (integer or quantised, float8) is not real weights
+# as stored, or has no reduction kernels everywhere.
+_CHECKED_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_JSON_TYPES = {list: "a JSON array", str: "a JSON string", bool: "a JSON boolean", int: "a JSON number",
+               float: "a JSON number", type(None): "JSON null"}
+
+
+def non_finite_tensors(named_tensors) -> list[str]:
+    """The names of the tensors holding NaN or +-inf, among `(name, tensor)` pairs.
+
+    Only real floating-point tensors that hold data are looked at: meta tensors (not materialised: offloaded by a
+    device_map, or built under `init_empty_weights`), integer / quantised / float8 storage and empty tensors are
+    skipped. The cost is one float32 sum per tensor (memory-bound; a NaN or inf anywhere makes the total non-finite)
+    and one host sync per device; tensors are looked at element-wise only when a total is not finite (which a
+    finite sum overflowing float32 would also give: those are then found finite).
+    """
+    tensors = [(name, t) for name, t in named_tensors
+               if t.dtype in _CHECKED_FLOAT_DTYPES and t.device.type != "meta" and t.numel()]
+    sums: dict[torch.device, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for _, t in tensors:
+            sums.setdefault(t.device, []).append(t.sum(dtype=torch.float32))
+        if all(bool(torch.isfinite(torch.stack(per_device).sum())) for per_device in sums.values()):
+            return []
+        return [name for name, t in tensors if not bool(torch.isfinite(t).all())]
+
+
+def _with_variant(name: str, variant) -> str:
+    """transformers' weight-file naming: model.safetensors -> model.fp16.safetensors (the variant before the suffix)."""
+    if not variant:
+        return name
+    parts = name.split(".")
+    return ".".join(parts[:-1] + [variant] + parts[-1:])
+
+
+def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True, variant=None) -> None:
+    """Refuse, as a ValueError naming the file and the reason, a local checkpoint folder that transformers would
+    fail on with an error that does not say which file is at fault, or not why.
+
+    `config`: config.json, if present, must be valid JSON holding one object. `weights`: every safetensors file
+    transformers would read (model[.variant].safetensors, or the shards its index names) must be complete: the
+    safetensors library parses its header and checks that the header's data offsets cover the file exactly, so an
+    empty or truncated file is caught without reading the tensors. Absent files are left to transformers.
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if config and config_path.is_file():
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+            raise ValueError(f"{config_path}: not a readable JSON file ({err}).") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{config_path} holds {_JSON_TYPES.get(type(data), type(data).__name__)}, not a model "
+                             "configuration (one JSON object, as save_pretrained writes it).")
+    if not weights:
+        return
+    index_path = folder / _with_variant("model.safetensors.index.json", variant)
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text(encoding="utf-8")).get("weight_map")
+        except (OSError, ValueError, AttributeError) as err:
+            raise ValueError(f"{index_path}: not a readable safetensors index ({err}).") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+            raise ValueError(f"{index_path} has no 'weight_map' object of tensor name -> shard file.")
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+    else:
+        files = [folder / _with_variant("model.safetensors", variant)]
+    for path in files:
+        if path.is_file():
+            _check_safetensors_file(path)
+
+
+def _check_safetensors_file(path) -> None:
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the file cannot be used either way
+        size = path.stat().st_size
+        what = "empty (0 bytes)" if size == 0 else f"truncated or damaged ({size:,} bytes; safetensors: {err})"
+        raise ValueError(f"{path}: not a complete safetensors file: {what}. Write or download it again.") from None
+
+
+class CompleteCheckpointMixin:
+    """`from_pretrained` refuses a checkpoint that lacks weights the model has, holds NaN / inf weights, or whose
+    files are damaged.
+
+    transformers reports missing weights as "newly initialized", but those owned by a child of a module that
+    `_init_weights` initialises as a whole (a token-shift `mu`, a projector's linear) stay uninitialised memory
+    (values up to 1e38, or NaN), and a converted or trained folder is never meant to be partly random: a missing
+    weight is a broken or foreign checkpoint, reported here naming the folder and the weights. NaN / inf weights
+    make every output NaN (greedy decoding then answers nothing, without an error), so they are refused by name.
+    A local folder's config.json and safetensors files are checked first (`check_checkpoint_folder`), so that an
+    empty or truncated weight file, or a config.json that is a JSON list, is an error naming that file.
+    Huge but finite weights are let through: no bound holds for every trained model, and the uninitialised memory
+    that produces them is refused as missing weights.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        folder = os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        if os.path.isdir(folder) and kwargs.get("gguf_file") is None:
+            check_checkpoint_folder(
+                folder, config=kwargs.get("config") is None, variant=kwargs.get("variant"),
+                weights=kwargs.get("state_dict") is None and kwargs.get("use_safetensors") is not False,
+            )
+        wants_info = kwargs.get("output_loading_info", False)
+        kwargs["output_loading_info"] = True
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the checkpoint lacks {len(missing)} of the model's weights "
+                f"({shown}); they would be left uninitialised. The folder is incomplete or belongs to another "
+                "configuration (check config.json against the weights)."
+            )
+        non_finite = non_finite_tensors(model.named_parameters())
+        if non_finite:
+            shown = ", ".join(non_finite[:6]) + (f" and {len(non_finite) - 6} more" if len(non_finite) > 6 else "")
+            dtypes = sorted({str(model.get_parameter(name).dtype).removeprefix("torch.") for name in non_finite})
+            hint = (" float16 holds at most 65504 in magnitude: load it in bfloat16 or float32."
+                    if dtypes == ["float16"] else " The checkpoint is damaged, or its training diverged.")
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: {len(non_finite)} weight(s) hold NaN or infinite values as loaded "
+                f"({', '.join(dtypes)}): {shown}; every output would be NaN.{hint}"
+            )
+        return (model, info) if wants_info else model
+
+
+__all__ = ["CompleteCheckpointMixin", "check_checkpoint_folder", "non_finite_tensors"]
