@@ -49,6 +49,7 @@ from tqdm import tqdm
 from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
 from .modeling.modeling_rwkv6 import Rwkv6Cache
 from .modeling.streaming import DEFAULT_CHUNK_FRAMES
+from .processing import processing_auroralong
 from .processing.image_io import load_image
 from .processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
 
@@ -445,7 +446,8 @@ class AuroraLongLmms(lmms):
         for visual in prompt.visuals:
             try:
                 if visual.is_image:
-                    images.append(load_image(visual.source))
+                    # a large image is reduced as it is decoded, as the processor does with a path
+                    images.append(load_image(visual.source, max_pixels=processing_auroralong.DECODE_MAX_PIXELS))
                 else:
                     window = {"start": visual.start, "end": visual.end}
                     if visual.end_frame is not None:

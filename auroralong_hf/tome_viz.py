@@ -59,7 +59,8 @@ def load_frames(path, max_frames: int = 4):
     """
     from PIL import Image, UnidentifiedImageError
 
-    from .processing.image_io import upright
+    from .processing.image_io import load_image, upright
+    from .processing.processing_auroralong import DECODE_MAX_PIXELS
 
     path = Path(path)
     if max_frames < 1:
@@ -74,27 +75,29 @@ def load_frames(path, max_frames: int = 4):
             total = getattr(image, "n_frames", 1)
             indices = even_indices(total, max_frames)
             frames = []
-            for index in indices:
+            for index in indices if total > 1 else ():
                 image.seek(index)
                 frames.append(upright(image))
-        kind = "image" if total == 1 else "animated image"
-        return frames, {"kind": kind, "total_frames": total, "indices": indices}
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path}: refused, the image is too large to decode safely: {error}") from None
     except UnidentifiedImageError as image_error:
-        pillow_reason = str(image_error)
+        return _load_video_frames(path, max_frames, str(image_error))
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # Pillow knew the format but could not decode it
         raise ValueError(f"{path}: cannot read this image (corrupt or truncated?): {error}") from error
-    return _load_video_frames(path, max_frames, pillow_reason)
+    if total == 1:  # read as the processor reads an image: a large one reduced while it is decoded
+        frames = [load_image(path, max_pixels=DECODE_MAX_PIXELS)]
+    kind = "image" if total == 1 else "animated image"
+    return frames, {"kind": kind, "total_frames": total, "indices": indices}
 
 
 def _load_video_frames(path: Path, max_frames: int, pillow_reason: str):
     from PIL import Image
 
+    from .processing.processing_auroralong import DECODE_MAX_PIXELS
     from .processing.video_io import read_video
 
     try:
-        video = read_video(path, num_frames=max_frames)
+        video = read_video(path, num_frames=max_frames, max_pixels=DECODE_MAX_PIXELS)
     except ValueError as error:
         if "cannot open as a video" in str(error):
             raise ValueError(f"{path}: neither an image Pillow reads ({pillow_reason}) nor a video PyAV opens: "
@@ -287,12 +290,16 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
              model=None) -> dict:
     """Draw the merge groups and visiting order of up to `frames` frames of `path` into the PNG `output`.
 
-    Returns a report: output, source, frames used, token counts, ratio, sort.
+    Returns a report: output, source, frames used, token counts, ratio, sort. Raises FileExistsError when `output`
+    is a directory.
     """
     import torch
 
     from .modeling.configuration_siglip_tome import tokens_per_frame
 
+    if Path(output).is_dir():  # checked first: os.replace would fail only after the model has run
+        raise FileExistsError(f"{output}: exists and is a directory; -o/--output names the PNG file to write "
+                              f"(e.g. {Path(output) / 'tome.png'})")
     pictures, info = load_frames(path, frames)
     if model is None:
         model, source = build_model(model_dir, token_kept_ratio=token_kept_ratio, sort=sort, seed=seed)

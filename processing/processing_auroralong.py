@@ -4,11 +4,17 @@ Videos are decoded with PyAV (processing/video_io.py: display rotation, each fra
 damaged packets), images read upright by their EXIF orientation (processing/image_io.py); frames are sampled by fps
 or frame count, preprocessed like SigLIP
 (384x384, rescale, mean = std = 0.5) by a Pillow image processor, so neither torchvision nor torchcodec is needed.
+Frames and images larger than `DECODE_MAX_PIXELS` (4K) are scaled down while they are decoded; with
+`stream_videos=False`, a video tensor larger than `MAX_VIDEO_TENSOR_BYTES` is refused before decoding (streamed
+videos, the default, are read chunk by chunk in constant memory: their length costs time, not memory, and the
+caller caps it, as `auroralong describe --max-frames` does). Both limits are module attributes, like Pillow's
+`Image.MAX_IMAGE_PIXELS`.
 Text follows the "sandwich" prompt of the paper (the instruction, the visual tokens, the instruction again); each
 `<video>` / `<image>` placeholder is expanded to one run of `tokens_per_frame` placeholder tokens per frame, the count
 the vision tower's S-ToMe schedule yields.
 """
 
+import math
 import re
 from collections.abc import Callable, Iterator
 
@@ -64,6 +70,19 @@ SAMPLING_ARGUMENTS = ("fps", "num_frames", "max_frames", "start", "end", "includ
 # tokens, so add_special_tokens has nothing to do
 _TOKENIZER_ARGUMENTS = ("padding_side", "return_attention_mask", "add_special_tokens")
 _MARK = "\x00"
+# Pixels: frames and images larger than this (4K UHD) are scaled down while they are decoded (video_io's max_pixels,
+# image_io's), to at most this many pixels, before the SigLIP resize; up to 4K nothing changes (the SigLIP resize
+# sees the full frame), and a larger frame costs no more memory than a 4K one. None: always the full frame.
+DECODE_MAX_PIXELS: int | None = 3840 * 2160
+# Bytes: the largest [V, F_max, 3, S, S] float32 video tensor that `stream_videos=False` builds (4 GiB: 2,427 frames
+# of 384 x 384); a larger one is refused before any frame is decoded, naming the way out.
+MAX_VIDEO_TENSOR_BYTES: int | None = 4 * 2**30
+
+
+def _bytes(count: int) -> str:
+    """1966080 -> "1,966,080 bytes (1.9 MiB)"."""
+    unit = "GiB" if count >= 2**30 else "MiB"
+    return f"{count:,} bytes ({count / 2**(30 if unit == 'GiB' else 20):.1f} {unit})"
 
 
 def remove_placeholders(text: str) -> str:
@@ -250,7 +269,9 @@ class AuroraLongProcessor(ProcessorMixin):
         stream_videos: True (default: the processor's `stream_videos`): each video is planned here (a demux pass
             counts its sampled frames; nothing is decoded) and `pixel_values_videos` is a list of `LazyVideo` that
             the model decodes chunk by chunk as it reads them, so memory does not grow with the video's length.
-            False: every sampled frame is decoded here into one [V, F_max, 3, S, S] tensor (training, `forward`).
+            False: every sampled frame is decoded here into one [V, F_max, 3, S, S] tensor (training, `forward`);
+            a tensor larger than MAX_VIDEO_TENSOR_BYTES (4 GiB) is refused, before decoding, with a ValueError
+            naming the video, its frame count and the bytes.
         kwargs: video sampling for this call (fps, num_frames, max_frames, start, end, include_last_frame, strict;
             `do_sample_frames=False` takes every frame) and padding_side / return_attention_mask for the tokenizer.
             Anything else raises TypeError: no argument is dropped silently.
@@ -280,14 +301,7 @@ class AuroraLongProcessor(ProcessorMixin):
         if video_list:
             lazy = [self.plan_video(video, **sampling) for video in video_list]
             frame_counts = [int(video.num_frames) for video in lazy]
-            if stream:
-                data["pixel_values_videos"] = lazy
-            else:
-                clips = [torch.cat(list(video.chunks(16))) for video in lazy]
-                longest = max(frame_counts)
-                data["pixel_values_videos"] = torch.stack([
-                    torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, 0, 0, longest - clip.shape[0])) for clip in clips
-                ])
+            data["pixel_values_videos"] = lazy if stream else self._video_tensor(lazy, frame_counts)
             data["video_frame_counts"] = torch.tensor(frame_counts)
         if image_list:
             data["pixel_values"] = torch.cat([self.preprocess_frames(self._image_array(image)) for image in image_list])
@@ -307,8 +321,39 @@ class AuroraLongProcessor(ProcessorMixin):
         return LazyVideo(plan_video(video, **self._sampling(sampling)), self.preprocess_frames)
 
     def load_video(self, video, **sampling) -> VideoFrames:
-        """Decode and sample one video with this processor's settings (overridable per call)."""
+        """Decode and sample one video with this processor's settings (overridable per call); frames larger than
+        `DECODE_MAX_PIXELS` come out scaled down (see there)."""
         return load_video(video, **self._sampling(sampling))
+
+    def _video_tensor(self, videos: list, frame_counts: list[int]) -> torch.Tensor:
+        """Planned videos -> [V, F_max, 3, S, S] float32, zero frames after each video's end, filled chunk by chunk.
+
+        Refused (ValueError naming the longest video, its frames and the bytes) when larger than
+        MAX_VIDEO_TENSOR_BYTES, before any frame is decoded."""
+        size = self.image_processor.size
+        height = size.get("height") or size.get("shortest_edge")
+        width = size.get("width") or size.get("shortest_edge")
+        longest = max(frame_counts)
+        shape = (len(videos), longest, 3, height, width)
+        nbytes = math.prod(shape) * torch.float32.itemsize
+        limit = MAX_VIDEO_TENSOR_BYTES
+        if limit is not None and nbytes > limit:
+            video = videos[frame_counts.index(longest)]
+            name = video.plan.label if isinstance(video, LazyVideo) else repr(video)
+            raise ValueError(
+                f"{name}: with stream_videos=False its {longest} sampled frames make a video tensor of "
+                f"{'x'.join(map(str, shape))} float32 = {_bytes(nbytes)}, more than MAX_VIDEO_TENSOR_BYTES = "
+                f"{_bytes(limit)} (auroralong_hf.processing.processing_auroralong). Sample fewer frames "
+                "(num_frames=, max_frames=, a lower fps=), or pass stream_videos=True: the model then decodes the "
+                "video chunk by chunk in constant memory."
+            )
+        pixels = torch.zeros(shape, dtype=torch.float32)
+        for row, video in enumerate(videos):
+            begin = 0
+            for chunk in video.chunks(16):
+                pixels[row, begin:begin + chunk.shape[0]] = chunk
+                begin += chunk.shape[0]
+        return pixels
 
     def preprocess_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[F, H, W, 3] uint8 -> [F, 3, S, S] float: optional pad to square, resize, rescale, normalise."""
@@ -352,7 +397,7 @@ class AuroraLongProcessor(ProcessorMixin):
         sampling = {
             "fps": self.fps, "num_frames": self.num_frames, "max_frames": self.max_frames,
             "include_last_frame": self.include_last_frame, "backend": self.video_backend,
-            "strict": self.strict_decoding,
+            "strict": self.strict_decoding, "max_pixels": DECODE_MAX_PIXELS,
         }
         unknown = set(overrides) - set(sampling) - {"start", "end"}
         if unknown:
@@ -415,7 +460,7 @@ class AuroraLongProcessor(ProcessorMixin):
         -> [1, H, W, 3] uint8."""
         if isinstance(image, (np.ndarray, torch.Tensor)):
             return frames_from_array(image[None]).frames
-        return frames_from_array([load_image(image)]).frames
+        return frames_from_array([load_image(image, max_pixels=DECODE_MAX_PIXELS)]).frames
 
     def _pad_to_square(self, image: Image.Image) -> Image.Image:
         side = max(image.size)

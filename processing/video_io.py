@@ -29,6 +29,23 @@ correctly. Times are seconds relative to the first frame:
 - `start`, `end`: the window in seconds, both ends inclusive; default the whole video. An `end` past the video's
   end is fine; a window holding no frame is an error that states the video's duration.
 
+Size (PyAV): `max_pixels=P` delivers frames of more than P pixels scaled down in the decoder's own conversion to RGB
+(swscale, area averaging), keeping their aspect ratio, to at most P pixels, so that a full-size RGB copy of a large
+frame never exists (`VideoMetadata.width` / `height` stay the video's own size). A video whose frames have more than
+`MAX_FRAME_PIXELS` pixels is refused before any frame is decoded (ValueError naming the file and its size): the
+limit is that of the codecs' highest levels, beyond which a stream is a decompression bomb rather than a camera's
+video (sixteen 8000x8000 H.264 frames make a 190 KB file that decodes to gigabytes). Like Pillow's
+`Image.MAX_IMAGE_PIXELS`, it is a module attribute: set `auroralong_hf.processing.video_io.MAX_FRAME_PIXELS` to read
+larger frames knowingly (None: no limit).
+
+Network sources: a URL (`http://`, `https://`, `rtmp://`, ...) is opened by ffmpeg with the timeouts
+`NETWORK_TIMEOUT` = (seconds to open it, seconds to wait for each packet after that); a server that accepts and
+never answers (or stalls part-way) gives a ValueError naming the URL and the timeout instead of a wait without end.
+A module attribute (default 30 s each), not an argument: it is a property of the network, the same for every entry
+point (processor, describe, lmms-eval, training), and a saved processor config should not carry it. Over the
+network the decoder reads on instead of jumping to keyframes (a jump is a new request, which PyAV's timeout does not
+cover), and `backend="decord"` is refused (decord has no timeout).
+
 Decoding (PyAV) keeps only the sampled frames: each decoded frame is either converted into its row of the
 preallocated output (or of the current chunk) or dropped at once, and decoding stops after the last frame
 needed. When the next sampled frame lies far ahead, the decoder jumps to the keyframe that frame depends on
@@ -74,6 +91,7 @@ import io
 import math
 import os
 import sys
+import time
 import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
@@ -86,6 +104,8 @@ from .image_io import upright
 
 __all__ = [
     "LOST_FRAME_TOLERANCE",
+    "MAX_FRAME_PIXELS",
+    "NETWORK_TIMEOUT",
     "DamagedVideoWarning",
     "VideoFrames",
     "VideoMetadata",
@@ -106,11 +126,17 @@ _TIE_EPS = 1e-9  # seconds: a target this close to the midpoint of two frames co
 _SEEK_MIN_PACKETS = 16
 # Frame threading pays with many cores; on two it costs more than it gains (measured on 360p H.264).
 _THREAD_TYPE = "AUTO" if (os.cpu_count() or 1) >= 4 else "SLICE"
-_SAMPLING_KEYS = ("fps", "num_frames", "max_frames", "start", "end", "include_last_frame", "backend", "strict")
+_SAMPLING_KEYS = ("fps", "num_frames", "max_frames", "start", "end", "include_last_frame", "backend", "strict",
+                  "max_pixels")
 # Seconds: the farthest a good frame may be from a sampled time whose own frame was lost to damage.
 LOST_FRAME_TOLERANCE = 1.0
 # A read whose lost sampled frames exceed this share of the sampled frames fails.
 _MAX_LOST_SHARE = 0.5
+# Pixels: the largest frame H.264, HEVC and AV1 define at any level (MaxFS / MaxLumaPs of level 6.2: 139,264
+# macroblocks, e.g. 8192 x 4352); a video with larger frames is refused (see the module docstring). None: no limit.
+MAX_FRAME_PIXELS: int | None = 139_264 * 256
+# Seconds: (opening a URL, including the container's header; waiting for each packet after that).
+NETWORK_TIMEOUT: tuple[float, float] = (30.0, 30.0)
 
 
 class DamagedVideoWarning(UserWarning):
@@ -296,6 +322,7 @@ class _Source:
     def __init__(self, source):
         self.fileobj = None
         self.path = None
+        self.is_url = False
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             if isinstance(path, bytes):
@@ -304,6 +331,7 @@ class _Source:
             self.name = path
             self.label = path
             if "://" in path:  # a URL: PyAV / ffmpeg opens it
+                self.is_url = True
                 return
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: no such video file")
@@ -365,6 +393,12 @@ class _Probe:
     seekable: bool = False
     by_order: bool = False  # decoded frames are identified by their output order, not by their timestamps
     coded_size: tuple[int, int] = (0, 0)  # (width, height) as decoded, before the rotation
+    out_size: tuple[int, int] = (0, 0)  # (width, height) of the delivered frames before the rotation (max_pixels)
+
+    def shape(self) -> tuple[int, int, int]:
+        """A delivered frame's shape [H, W, 3] as shown (after the rotation)."""
+        width, height = self.out_size
+        return (width, height, 3) if self.metadata.rotation in (90, -90) else (height, width, 3)
 
 
 def _av():
@@ -373,14 +407,64 @@ def _av():
     return av
 
 
+def _network_timeout() -> tuple[float, float]:
+    """`NETWORK_TIMEOUT` checked: (open, read) seconds, each a finite number > 0."""
+    timeout = NETWORK_TIMEOUT
+    if _is_real(timeout):
+        timeout = (timeout, timeout)
+    if not (isinstance(timeout, tuple) and len(timeout) == 2 and all(_is_real(t) for t in timeout)
+            and all(math.isfinite(t) and t > 0 for t in timeout)):
+        raise ValueError(f"video_io.NETWORK_TIMEOUT must be (open seconds, read seconds), each > 0, got {timeout!r}")
+    return float(timeout[0]), float(timeout[1])
+
+
+def _timeout_error(src: _Source, waiting_for: str, seconds: float) -> ValueError:
+    open_s, read_s = _network_timeout()
+    return ValueError(
+        f"{src.label}: no answer from the server within {seconds:g} s while {waiting_for} (network timeout; "
+        f"auroralong_hf.processing.video_io.NETWORK_TIMEOUT = ({open_s:g}, {read_s:g}) seconds to open a URL and to "
+        "wait for each read: raise it for a slow server, or download the video first)"
+    )
+
+
+def _timed_out(src: _Source, error: Exception, since: float, limit: float) -> bool:
+    """Whether a read of a URL failed because the timeout interrupted it. ffmpeg reports the interruption as
+    "Immediate exit requested" (ExitError) from most protocols, as another error from some (https, rtsp)."""
+    return src.is_url and (isinstance(error, _av().error.ExitError) or time.monotonic() - since >= limit)
+
+
 def _open_container(src: _Source):
     av = _av()
+    timeout = _network_timeout() if src.is_url else None
+    started = time.monotonic()
     try:
-        return av.open(src.target(), mode="r")
+        return av.open(src.target(), mode="r", timeout=timeout)
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as error:
+        if timeout is not None and _timed_out(src, error, started, timeout[0]):
+            raise _timeout_error(src, "opening it", timeout[0]) from error
         raise ValueError(
             f"{src.label}: cannot open as a video (corrupt, truncated or not a video file): {error}"
         ) from error
+
+
+def _check_frame_size(src: _Source, width: int, height: int) -> None:
+    """ValueError when a `width` x `height` frame has more than MAX_FRAME_PIXELS pixels (module docstring)."""
+    limit = MAX_FRAME_PIXELS
+    if limit is not None and width * height > limit:
+        raise ValueError(
+            f"{src.label}: refused, its frames are {width}x{height} = {width * height:,} pixels, more than "
+            f"auroralong_hf.processing.video_io.MAX_FRAME_PIXELS = {limit:,} (the largest frame of H.264 / HEVC / "
+            f"AV1; one such frame decodes to {width * height * 3 / 2**20:,.0f} MiB of RGB): a decompression bomb, or "
+            "raise MAX_FRAME_PIXELS (None: no limit) to read it knowingly"
+        )
+
+
+def _scaled_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """(width, height) scaled down, aspect ratio kept, to at most `max_pixels` pixels; unchanged when it fits."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
 def _video_stream(container, src: _Source):
@@ -458,13 +542,22 @@ def _probe_pyav(src: _Source) -> _Probe:
         stream = _video_stream(container, src)
         if stream.codec_context is None:
             raise ValueError(f"{src.label}: no decoder for its video codec ({_stream_label(stream)})")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise ValueError(f"{src.label}: the video stream does not state its frame size")
+        _check_frame_size(src, width, height)  # before the first frame is decoded
         time_base = stream.time_base or Fraction(1, 1000)
         packet_pts, packet_dts, durations, keys, all_packets = [], [], [], [], 0
         # PyAV shows the display matrix only on decoded frames: the first packets are decoded until one frame
         # comes out (a few packets at most), the rest of the pass only demuxes.
         angle, probing = None, True
+        demuxer = container.demux(stream)
         try:
-            for packet in container.demux(stream):
+            while True:
+                read_from = time.monotonic()  # when a read began: a network timeout is told from damage by it
+                packet = next(demuxer, None)
+                if packet is None:
+                    break
                 if packet.size == 0:
                     continue  # the flush packet at the end
                 all_packets += 1
@@ -484,6 +577,8 @@ def _probe_pyav(src: _Source) -> _Probe:
                 packet_dts.append(packet.dts)
                 durations.append(packet.duration or 0)
         except (av.error.FFmpegError, OSError) as error:
+            if _timed_out(src, error, read_from, _network_timeout()[1]):
+                raise _timeout_error(src, f"reading packet {all_packets + 1}", _network_timeout()[1]) from error
             raise ValueError(
                 f"{src.label}: the video stream cannot be read after {all_packets} packets "
                 f"(truncated or corrupt file): {error}"
@@ -493,10 +588,7 @@ def _probe_pyav(src: _Source) -> _Probe:
         is_gif = container.format.name == "gif"
         rate = stream.average_rate or stream.guessed_rate
         reorders = bool(stream.codec_context.has_b_frames)
-        width, height = stream.codec_context.width, stream.codec_context.height
         stream_index = stream.index
-        if not width or not height:
-            raise ValueError(f"{src.label}: the video stream does not state its frame size")
         if angle is None:
             angle = _rotation_tag(stream)
     turns = _quarter_turns(angle, src)
@@ -543,7 +635,7 @@ def _probe_pyav(src: _Source) -> _Probe:
     return _Probe(
         metadata, timestamps, pts, stream_index, decode_pos=order, packet_pts=packet_pts, packet_dts=packet_dts,
         keyframes=keys, seekable=seekable and len(keys) > 1, by_order=by_order,
-        coded_size=(int(width), int(height)),
+        coded_size=(int(width), int(height)), out_size=(int(width), int(height)),
     )
 
 
@@ -581,12 +673,22 @@ def _rgb_options(frame) -> dict:
             "src_color_range": color_range, "dst_color_range": _FULL}
 
 
-def _frame_to_rgb(frame, probe: _Probe) -> np.ndarray:
-    """A decoded frame -> [H, W, 3] uint8 RGB as shown: its own colour conversion, then the display rotation."""
-    width, height = probe.coded_size
+# swscale's filter when frames are scaled down to `max_pixels`: area averaging is what a downscale by a large factor
+# needs (every source pixel counts), and it is the closest of swscale's filters to the full-size frame resized with
+# Pillow's bicubic filter afterwards (mean difference; measured against the full-size path, tests/test_bad_media.py)
+_SCALING = "AREA"
+
+
+def _frame_to_rgb(frame, probe: _Probe, src: _Source) -> np.ndarray:
+    """A decoded frame -> [H, W, 3] uint8 RGB as shown: its own colour conversion, scaled to the delivered size in
+    the same swscale pass, then the display rotation."""
+    width, height = probe.out_size
     options = _rgb_options(frame)
-    if frame.width != width or frame.height != height:  # a mid-stream size change: scale to the stream's size
+    if (frame.width, frame.height) != probe.coded_size:  # a mid-stream size change: scale to the stream's size
+        _check_frame_size(src, frame.width, frame.height)  # the decoder has it already; we make no RGB copy of it
         options.update(width=width, height=height)
+    if (width, height) != probe.coded_size:
+        options.update(width=width, height=height, interpolation=_SCALING)
     image = frame.to_ndarray(format="rgb24", **options)
     turns = (probe.metadata.rotation // 90) % 4
     return np.rot90(image, turns) if turns else image
@@ -597,7 +699,7 @@ def _decode_pyav(src: _Source, probe: _Probe, indices: list[int], strict: bool =
     """Yield (index, [H, W, 3] uint8) for each wanted display index, ascending, in one pass over the file; the
     index is that of the frame delivered, which differs from the wanted one when a lost frame was replaced."""
     done = 0
-    use_seek = probe.seekable
+    use_seek = probe.seekable and not src.is_url  # a jump over the network is a request no timeout guards
     while done < len(indices):
         try:
             for item in _decode_pass(src, probe, indices[done:], use_seek, strict, len(indices)):
@@ -654,7 +756,7 @@ class _Losses:
                     f"within {LOST_FRAME_TOLERANCE} s of it ({self.damaged} damaged packets or frames so far)"
                 )
             replaced.append(f"{times[index]:.3f} s -> {times[chosen]:.3f} s")
-            yield chosen, _frame_to_rgb(frame, self.probe)
+            yield chosen, _frame_to_rgb(frame, self.probe, self.src)
         self.pending = []
         warnings.warn(
             f"{label}: damaged video data ({self.damaged} damaged packets or frames so far); sampled frames lost "
@@ -696,9 +798,12 @@ def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool,
                     demuxer = container.demux(stream)
                     landing, jumped, sought_for, last_index = start, True, wanted[target], -1
                     tainted, good, losses.damaged = False, None, 0
+            read_from = time.monotonic()
             try:
                 packet = next(demuxer, None)
             except (av.error.FFmpegError, OSError) as error:
+                if _timed_out(src, error, read_from, _network_timeout()[1]):
+                    raise _timeout_error(src, "reading the video", _network_timeout()[1]) from error
                 raise ValueError(
                     f"{src.label}: cannot read the video stream (truncated or corrupt file?): {error}"
                 ) from error
@@ -764,7 +869,7 @@ def _decode_pass(src: _Source, probe: _Probe, wanted: list[int], use_seek: bool,
                     yield from losses.settle(good, (index, frame))
                 good = (index, frame)
                 if target < len(wanted) and wanted[target] == index:
-                    yield index, _frame_to_rgb(frame, probe)
+                    yield index, _frame_to_rgb(frame, probe, src)
                     target += 1
                 if target == len(wanted) and not losses.pending:
                     return
@@ -812,11 +917,14 @@ class _DecordReader:
 
     decord applies a display rotation (matrix or `rotate` tag) itself, so its frames are shown as PyAV's
     are; it converts every frame as BT.601 limited range whatever the stream's tags, and a damaged packet is its
-    own to handle (the colour and damage rules of the module docstring are PyAV's)."""
+    own to handle (the colour and damage rules of the module docstring are PyAV's). decord delivers frames at
+    full size; with `max_pixels` they are scaled down afterwards (Pillow's box filter, area averaging as in PyAV's
+    path), so the result has the same size but the full-size frames are held meanwhile."""
 
     def __init__(self, src: _Source, probe: _Probe):
         decord = _decord()
         self.src = src
+        self.frame_shape = probe.shape()
         try:
             self.reader = decord.VideoReader(src.target(), ctx=decord.cpu(0))
             count = len(self.reader)
@@ -843,6 +951,12 @@ class _DecordReader:
         meta = self.metadata
         if batch.shape[1:] != (meta.height, meta.width, 3) or batch.dtype != np.uint8:
             raise ValueError(f"{self.src.label}: decord returned frames of shape {batch.shape}, {batch.dtype}")
+        if batch.shape[1:] != self.frame_shape:
+            from PIL import Image
+
+            size = (self.frame_shape[1], self.frame_shape[0])
+            batch = np.stack([np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
+                              for frame in batch])
         return batch
 
 
@@ -885,13 +999,20 @@ def _plan(source, sampling: dict):
     """Open `source`, check the arguments, pick the frames: (source, backend state, metadata, indices, times)."""
     fps, num_frames, max_frames = sampling["fps"], sampling["num_frames"], sampling["max_frames"]
     start, end, backend = sampling["start"], sampling["end"], sampling["backend"]
+    max_pixels = sampling.get("max_pixels")
     _check_backend(backend)
     src = _Source(source)
     try:
         _check_sampling(fps, num_frames, max_frames, start, end)
+        if max_pixels is not None and (not _is_int(max_pixels) or max_pixels <= 0):
+            raise ValueError(f"max_pixels must be an int > 0 or None, got {max_pixels!r}")
+        if backend == "decord" and src.is_url:
+            raise ValueError("backend='decord' cannot read a URL with a timeout (a server that never answers would "
+                             "stall it for ever); use backend='pyav', or download the video first")
     except (TypeError, ValueError) as error:
         raise type(error)(f"{src.label}: {error}") from None
     state = _probe_pyav(src)
+    state.out_size = _scaled_size(*state.coded_size, max_pixels)
     if backend == "decord":
         state = _DecordReader(src, state)
     metadata, timestamps = state.metadata, state.timestamps
@@ -916,20 +1037,22 @@ def read_video(
     include_last_frame: bool = False,
     backend: str = "pyav",
     strict: bool = False,
+    max_pixels: int | None = None,
 ) -> VideoFrames:
-    """Sample frames from a video file (a path or an open binary file object). See the module docstring.
+    """Sample frames from a video file (a path, a URL or an open binary file object). See the module docstring.
 
     A file object must be seekable and is read from its first byte whatever its position; it is left open.
     Two passes: a demux pass (timestamps, and the first frame for its display rotation) plans the frames, then
     one decoding pass fetches them. `strict=True`: a damaged packet or frame is an error instead of a loss.
+    `max_pixels`: frames larger than this come out scaled down to at most this many pixels (module docstring).
     Emits `DamagedVideoWarning` when lost frames were replaced (PyAV backend).
     """
     sampling = dict(fps=fps, num_frames=num_frames, max_frames=max_frames, start=start, end=end,
-                    include_last_frame=include_last_frame, backend=backend, strict=strict)
+                    include_last_frame=include_last_frame, backend=backend, strict=strict, max_pixels=max_pixels)
     src, state, metadata, indices, times = _plan(source, sampling)
     if backend == "decord":
         return VideoFrames(state.frames(indices), indices, times, metadata)
-    frames = np.empty((len(indices), metadata.height, metadata.width, 3), dtype=np.uint8)
+    frames = np.empty((len(indices), *state.shape()), dtype=np.uint8)
     delivered = []
     for row, (index, image) in enumerate(_decode_pyav(src, state, indices, strict)):
         frames[row] = image
@@ -950,7 +1073,7 @@ class VideoPlan:
         self.is_file = isinstance(source, (str, os.PathLike)) or hasattr(source, "read")
         if self.is_file:
             options = dict(fps=1.0, num_frames=None, max_frames=None, start=None, end=None, include_last_frame=False,
-                           backend="pyav", strict=False)
+                           backend="pyav", strict=False, max_pixels=None)
             options.update(sampling or {})
             self._src, self._state, self.metadata, self.indices, self.timestamps = _plan(source, options)
             self._backend, self._strict = options["backend"], options["strict"]
@@ -1026,7 +1149,7 @@ def _file_chunks(src, state, metadata, indices, times, chunk_frames, backend, st
         if decoded is None:
             frames = state.frames(chunk)
         else:
-            frames = np.empty((len(chunk), metadata.height, metadata.width, 3), dtype=np.uint8)
+            frames = np.empty((len(chunk), *state.shape()), dtype=np.uint8)
             for row in range(len(chunk)):
                 chunk[row], frames[row] = next(decoded)
             chunk_times = [state.timestamps[i] for i in chunk]
