@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..processing.image_io import load_image
-from ..processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
+from ..processing.processing_auroralong import DECODE_MAX_PIXELS, STOP_STRING, placeholder_kinds, remove_placeholders
 from . import DEFAULT_MAX_LENGTH
 
 if TYPE_CHECKING:
@@ -386,7 +386,7 @@ class ConversationCollator:
         """[1, 3, H, W] pixel values of one image file, upright by its EXIF orientation."""
         resolved = self._resolve(path, sample_id) if isinstance(path, str) else path
         try:
-            image = load_image(resolved)
+            image = load_image(resolved, max_pixels=DECODE_MAX_PIXELS)  # no full-size copy of a huge image
         except (ValueError, OSError) as error:
             raise BadSampleError(sample_id, "unreadable_media", f"cannot read image {resolved}: {error}") from error
         return self.processor.preprocess_frames([_as_array(image)])
