@@ -4,10 +4,12 @@ converters (`non_finite_tensors`)."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from transformers import PretrainedConfig
 
 # Weights are checked for NaN / inf in these dtypes; other storage (integer or quantised, float8) is not real weights
 # as stored, or has no reduction kernels everywhere.
@@ -44,7 +46,7 @@ def _with_variant(name: str, variant) -> str:
     return ".".join(parts[:-1] + [variant] + parts[-1:])
 
 
-def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True, variant=None) -> None:
+def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True, variant=None) -> list[str]:
     """Refuse, as a ValueError naming the file and the reason, a local checkpoint folder that transformers would
     fail on with an error that does not say which file is at fault, or not why.
 
@@ -52,6 +54,7 @@ def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True
     transformers would read (model[.variant].safetensors, or the shards its index names) must be complete: the
     safetensors library parses its header and checks that the header's data offsets cover the file exactly, so an
     empty or truncated file is caught without reading the tensors. Absent files are left to transformers.
+    Returns the names of the tensors the safetensors files hold (empty when none were read).
     """
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -64,7 +67,7 @@ def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True
             raise ValueError(f"{config_path} holds {_JSON_TYPES.get(type(data), type(data).__name__)}, not a model "
                              "configuration (one JSON object, as save_pretrained writes it).")
     if not weights:
-        return
+        return []
     index_path = folder / _with_variant("model.safetensors.index.json", variant)
     if index_path.is_file():
         try:
@@ -76,19 +79,44 @@ def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True
         files = [folder / name for name in sorted(set(weight_map.values()))]
     else:
         files = [folder / _with_variant("model.safetensors", variant)]
-    for path in files:
-        if path.is_file():
-            _check_safetensors_file(path)
+    return [name for path in files if path.is_file() for name in _safetensors_keys(path)]
 
 
-def _check_safetensors_file(path) -> None:
+def _safetensors_keys(path) -> list[str]:
     try:
-        with safe_open(str(path), framework="pt"):
-            pass
+        with safe_open(str(path), framework="pt") as file:
+            return list(file.keys())
     except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: the file cannot be used either way
         size = path.stat().st_size
         what = "empty (0 bytes)" if size == 0 else f"truncated or damaged ({size:,} bytes; safetensors: {err})"
         raise ValueError(f"{path}: not a complete safetensors file: {what}. Write or download it again.") from None
+
+
+_LAYER_KEY = re.compile(r"^(.*?)\.?layers\.(\d+)\.")
+
+
+def check_layer_counts(config, tensor_names: list[str], where) -> None:
+    """Refuse a configuration that asks for more layers (`num_hidden_layers` of the config or of any of its
+    sub-configs) than any stack of `layers.N.` tensors of the checkpoint holds: the layers past them would be built
+    and filled with random values (a 3000-layer config.json on a 24-layer checkpoint asks for ~170B parameters) only
+    to be refused as missing weights after. Fewer layers than the checkpoint holds are fine (a truncated tower)."""
+    stacks: dict[str, int] = {}
+    for name in tensor_names:
+        match = _LAYER_KEY.match(name)
+        if match:
+            stacks[match[1]] = max(stacks.get(match[1], 0), int(match[2]) + 1)
+    if not stacks:
+        return
+    held = max(stacks.values())
+    configs = {"": config} | {f"{key}.": getattr(config, key, None) for key in getattr(config, "sub_configs", {})}
+    for prefix, sub in configs.items():
+        layers = getattr(sub, "num_hidden_layers", None)
+        if isinstance(layers, int) and layers > held:
+            found = ", ".join(f"{stack or 'layers'}: {n}" for stack, n in sorted(stacks.items()))
+            raise ValueError(
+                f"{where}: the configuration asks for {layers} layers ({prefix}num_hidden_layers) but the checkpoint "
+                f"holds at most {held} ({found}): config.json does not belong to these weights."
+            )
 
 
 class CompleteCheckpointMixin:
@@ -110,10 +138,15 @@ class CompleteCheckpointMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         folder = os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
         if os.path.isdir(folder) and kwargs.get("gguf_file") is None:
-            check_checkpoint_folder(
+            tensor_names = check_checkpoint_folder(
                 folder, config=kwargs.get("config") is None, variant=kwargs.get("variant"),
                 weights=kwargs.get("state_dict") is None and kwargs.get("use_safetensors") is not False,
             )
+            if tensor_names:
+                config = kwargs.get("config")
+                if not isinstance(config, PretrainedConfig):
+                    config = cls.config_class.from_pretrained(folder)
+                check_layer_counts(config, tensor_names, pretrained_model_name_or_path)
         wants_info = kwargs.get("output_loading_info", False)
         kwargs["output_loading_info"] = True
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -138,4 +171,4 @@ class CompleteCheckpointMixin:
         return (model, info) if wants_info else model
 
 
-__all__ = ["CompleteCheckpointMixin", "check_checkpoint_folder", "non_finite_tensors"]
+__all__ = ["CompleteCheckpointMixin", "check_checkpoint_folder", "check_layer_counts", "non_finite_tensors"]

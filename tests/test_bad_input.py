@@ -125,6 +125,31 @@ def test_a_folder_missing_weights_is_refused_not_left_random(tmp_path, drop, cap
     assert "they would be left uninitialised" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("section, layers", [("text_config", 3000), ("vision_config", 40)])
+def test_a_config_asking_for_more_layers_than_the_checkpoint_is_refused_before_building(tmp_path, monkeypatch, section,
+                                                                                        layers):
+    """Before: 3000 layers were built and filled at random (for the real width, ~170B parameters) before the
+    missing weights were noticed."""
+    import json
+
+    from transformers import AutoModelForImageTextToText
+
+    from auroralong_hf.create_random import random_model
+
+    model, processor = random_model("tiny", seed=0)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[section]["num_hidden_layers"] = layers
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    built, init = [], AuroraLongForConditionalGeneration.__init__
+    monkeypatch.setattr(AuroraLongForConditionalGeneration, "__init__",
+                        lambda self, *args, **kwargs: built.append(1) or init(self, *args, **kwargs))
+    with pytest.raises(ValueError, match=rf"asks for {layers} layers \({section}\.num_hidden_layers\) but the "
+                                         r"checkpoint holds at most \d+ .*does not belong to these weights"):
+        AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert not built  # refused before the model was built
+
+
 def video_prompt(model, frames: int) -> torch.Tensor:
     """input_ids [1, T]: text, a video's placeholder run of `frames` frames, text."""
     placeholders = [model.config.video_token_id] * (frames * model.tokens_per_frame)
