@@ -7,26 +7,17 @@ classes; tests/test_cli.py checks the import of the parser.
 """
 
 import argparse
+import importlib
 import json
 import sys
 import time
 
 import auroralong_hf
 
+from .bench import BENCHMARKS
 from .create_random import add_create_random_arguments, run_create_random
 from .describe import add_describe_arguments, run_describe
 from .training.train import add_train_arguments, run_train
-
-# bench KIND -> what it measures; each benchmark's own options are declared in auroralong_hf/bench.py, which imports
-# torch, so they are parsed in a second step when `auroralong bench KIND ...` runs (`auroralong bench KIND --help`).
-BENCHES = {
-    "lm": "RWKV-6 language model: WKV, prefill and decode against their bounds",
-    "vision": "S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds",
-    "memory": "peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh process each",
-    "latency": "RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same visual "
-               "tokens: memory and latency ratios",
-    "train": "samples/s and peak memory of a language-stage training step, gradient checkpointing off and on",
-}
 
 
 def _generate(args) -> int:
@@ -96,20 +87,13 @@ def _convert_rwkv6(args) -> int:
 
 
 def _bench(args) -> int:
-    from . import bench
-
-    benches = {
-        "lm": (bench.add_bench_lm_arguments, bench.bench_lm),
-        "vision": (bench.add_bench_vision_arguments, bench.bench_vision),
-        "memory": (bench.add_bench_memory_arguments, bench.bench_memory),
-        "latency": (bench.add_bench_latency_arguments, bench.bench_latency),
-        "train": (bench.add_bench_train_arguments, bench.bench_train),
-    }
-    add_arguments, run = benches[args.kind]
-    parser = argparse.ArgumentParser(prog=f"auroralong bench {args.kind}", description=BENCHES[args.kind])
-    add_arguments(parser)
-    run(parser.parse_args(args.options, namespace=args))
-    return 0
+    """`auroralong bench KIND OPTIONS`: the benchmark's module (auroralong_hf.bench.BENCHMARKS) imports torch, so its
+    own options are declared and parsed only now, in a second step (`auroralong bench KIND --help` lists them)."""
+    benchmark = BENCHMARKS[args.kind]
+    module = importlib.import_module(benchmark.module)
+    parser = argparse.ArgumentParser(prog=f"auroralong bench {args.kind}", description=benchmark.description)
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(args.options, namespace=args))
 
 
 def _tome_viz(args) -> int:
@@ -189,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench", help="efficiency benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="efficiency benchmarks:\n" + "\n".join(f"  {kind:8s} {text}" for kind, text in BENCHES.items()),
+        description="efficiency benchmarks:\n" + "\n".join(
+            f"  {kind:8s} {benchmark.description}" for kind, benchmark in BENCHMARKS.items()),
     )
-    bench.add_argument("kind", choices=list(BENCHES), help="the benchmark (listed above)")
+    bench.add_argument("kind", choices=list(BENCHMARKS), help="the benchmark (listed above)")
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's options: `auroralong bench KIND --help` lists them")
     bench.set_defaults(run=_bench)

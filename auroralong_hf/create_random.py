@@ -42,17 +42,30 @@ SIZES: dict[str, dict | None] = {
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def size_configs(size: str) -> dict[str, dict]:
+    """{"vision_config": dict, "text_config": dict} of a named size (see SIZES), fresh copies; `2b` spells out the
+    paper's geometry (AuroraLongConfig's defaults: the tower's SIGLIP_L_384_TOME and Rwkv6Config's width, depth,
+    head size and vocabulary), the fields the other sizes set."""
+    from .modeling.configuration_auroralong import SIGLIP_L_384_TOME
+    from .modeling.configuration_rwkv6 import Rwkv6Config
+
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}: choose one of {', '.join(SIZES)}.")
+    if SIZES[size] is not None:
+        return {key: dict(value) for key, value in SIZES[size].items()}
+    text = Rwkv6Config()
+    return {"vision_config": dict(SIGLIP_L_384_TOME), "text_config": {
+        "hidden_size": text.hidden_size, "num_hidden_layers": text.num_hidden_layers, "head_size": text.head_size,
+        "vocab_size": text.vocab_size}}
+
+
 def random_config(size: str, token_kept_ratio: float | None = None):
     """The `AuroraLongConfig` of a named size (see SIZES); `token_kept_ratio` overrides the tower's."""
     from huggingface_hub.errors import StrictDataclassError
 
-    from .modeling.configuration_auroralong import SIGLIP_L_384_TOME, AuroraLongConfig
+    from .modeling.configuration_auroralong import AuroraLongConfig
 
-    if size not in SIZES:
-        raise ValueError(f"Unknown size {size!r}: choose one of {', '.join(SIZES)}.")
-    kwargs = {"vision_config": dict(SIGLIP_L_384_TOME)} if SIZES[size] is None else {
-        key: dict(value) for key, value in SIZES[size].items()
-    }
+    kwargs = size_configs(size)
     if token_kept_ratio is not None:
         kwargs["vision_config"].update(token_kept_ratio=token_kept_ratio, tome_r=None)
     try:
@@ -162,5 +175,5 @@ def quiet_transformers_bars(quiet: bool = True):
 
 __all__ = [
     "SIZES", "add_create_random_arguments", "create_random", "quiet_transformers_bars", "random_config", "random_model",
-    "run_create_random",
+    "run_create_random", "size_configs",
 ]

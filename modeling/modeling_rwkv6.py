@@ -93,6 +93,13 @@ class Rwkv6Cache(Cache):
         return f"Rwkv6Cache(layers={len(self)}, batch_size={self.batch_size}, seen_tokens={self.seen_tokens})"
 
     @property
+    def nbytes(self) -> int:
+        """Bytes held by the state's tensors (shift vectors and WKV matrices of every layer); the same after any
+        number of tokens."""
+        return sum(t.numel() * t.element_size() for states in (self.attn_shift, self.ffn_shift, self.wkv)
+                   for t in states)
+
+    @property
     def batch_size(self) -> int:
         return self.wkv[0].shape[0]
 

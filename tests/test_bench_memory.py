@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from auroralong_hf.bench import add_bench_latency_arguments, bench_sizes, transformer_config
+from auroralong_hf.bench.latency import add_arguments, transformer_config
 from auroralong_hf.cli import main
+from auroralong_hf.create_random import size_configs
 
 # worker processes 4 at a time (memory is per process either way; timings are not asserted)
 FAST = ["--size", "tiny", "--frames", "2,4", "--new-tokens", "2", "--chunk-frames", "2", "--threads", "1",
@@ -77,7 +78,7 @@ def test_bench_latency_tiny_json(capsys):
 
 
 def test_transformer_has_the_rwkv_shape():
-    text = bench_sizes()[0]["small"]["text_config"]
+    text = size_configs("small")["text_config"]
     config = transformer_config(text)
     assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (256, 4, 65536)
     assert config.num_attention_heads == 4 and config.intermediate_size == int(256 * 3.5) // 32 * 32
@@ -85,7 +86,7 @@ def test_transformer_has_the_rwkv_shape():
 
 
 def test_frame_list_is_validated():
-    parser = add_bench_latency_arguments(argparse.ArgumentParser())
+    parser = add_arguments(argparse.ArgumentParser())
     assert parser.parse_args(["--frames", "1024,60,60"]).frames == [60, 1024]
     with pytest.raises(SystemExit):
         parser.parse_args(["--frames", "0,4"])

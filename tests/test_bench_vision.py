@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from auroralong_hf.bench import add_bench_vision_arguments, vision_flops
+from auroralong_hf.bench.vision import add_arguments, vision_flops
 from auroralong_hf.cli import main
 
 TINY = ["--hidden-size", "32", "--heads", "2", "--layers", "2", "--image-size", "64", "--patch-size", "16",
@@ -46,7 +46,7 @@ def test_bench_vision_tiny_json(capsys):
 
 
 def test_ratio_list_is_validated():
-    parser = add_bench_vision_arguments(argparse.ArgumentParser())
+    parser = add_arguments(argparse.ArgumentParser())
     assert parser.parse_args(["--ratios", "0.5,0.25"]).ratios == [0.5, 0.25]
     with pytest.raises(SystemExit):
         parser.parse_args(["--ratios", "0.5,1.5"])

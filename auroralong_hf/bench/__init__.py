@@ -1,0 +1,30 @@
+"""`auroralong bench KIND`: the efficiency benchmarks, one module each, sharing `runner` (worker processes, the
+environment header, the table printer, `--json`, timing).
+
+Each benchmark module exposes `add_arguments(parser)`, `measure(args) -> dict` (the report), `table(report) -> str`
+and `run(args) -> int`; those that need a fresh process per run also have `worker(spec)`, started as
+`python -m auroralong_hf.bench.<module> SPEC.json`. This file imports nothing heavy: `auroralong bench --help` lists
+BENCHMARKS without loading torch.
+"""
+
+from typing import NamedTuple
+
+
+class Benchmark(NamedTuple):
+    description: str  # one line, for `auroralong bench --help`
+    module: str  # the module that declares its options and runs it
+
+
+BENCHMARKS = {
+    "lm": Benchmark("RWKV-6 language model: WKV, prefill and decode against their bounds", "auroralong_hf.bench.lm"),
+    "vision": Benchmark("S-ToMe vision tower: frames/s at several kept ratios against their FLOP bounds",
+                        "auroralong_hf.bench.vision"),
+    "memory": Benchmark("peak memory of streaming describe at several video lengths (1,024 vs 64 frames), fresh "
+                        "process each", "auroralong_hf.bench.memory"),
+    "latency": Benchmark("RWKV-6 LM (streaming) vs a transformer of the same shape (sdpa, KV cache) on the same "
+                         "visual tokens: memory and latency ratios", "auroralong_hf.bench.latency"),
+    "train": Benchmark("samples/s and peak memory of a language-stage training step, gradient checkpointing off and "
+                       "on", "auroralong_hf.bench.train"),
+}
+
+__all__ = ["BENCHMARKS", "Benchmark"]
