@@ -344,6 +344,8 @@ def describe(
         video = str(SAMPLE_CLIP if video is None else video)
         if not Path(video).expanduser().exists():
             raise FileNotFoundError(f"{video}: no such video file.")
+    else:
+        saved = Rwkv6Cache.load(state)  # a missing, damaged or foreign file is named before the model is loaded
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     start = time.perf_counter()
@@ -365,9 +367,14 @@ def describe(
         torch.manual_seed(seed)
     with torch.inference_mode():
         if state is not None:
-            rnn = Rwkv6Cache.load(state, model.config.text_config, device=model.device)
-            rnn.attn_shift[:] = [t.to(model.dtype) for t in rnn.attn_shift]
-            rnn.ffn_shift[:] = [t.to(model.dtype) for t in rnn.ffn_shift]
+            try:
+                saved.check_compatible(model.config.text_config, saved.batch_size)
+            except ValueError as error:
+                raise ValueError(f"{state}: {error}") from None
+            rnn = saved
+            rnn.attn_shift[:] = [t.to(model.device, model.dtype) for t in rnn.attn_shift]
+            rnn.ffn_shift[:] = [t.to(model.device, model.dtype) for t in rnn.ffn_shift]
+            rnn.wkv[:] = [t.to(model.device) for t in rnn.wkv]  # float32, as saved
             frames, state_bytes = 0, _state_bytes(rnn)
             _, after_video = processor.video_prompt_pieces(question)
             inputs = processor(text=after_video).to(model.device)

@@ -224,13 +224,14 @@ def test_save_state_on_a_read_only_disk_is_refused_before_the_work(tmp_path, cap
             f"{target}: --save-state cannot be written in {read_only}: Read-only file system")
 
 
-def test_save_state_on_a_full_disk_keeps_the_earlier_state(tmp_path, capsys):
-    """The embedded model's state (0.26 MiB) does not fit; the earlier state (9 KB) stays whole, nothing is left."""
-    with tmpfs(tmp_path / "full", size="128k") as full:
+def test_save_state_on_a_full_disk_keeps_the_earlier_state(workspace, tmp_path, capsys):
+    """The model's state (17 KB) does not fit beside the earlier state (9 KB), which stays whole; nothing is left."""
+    with tmpfs(tmp_path / "full", size="16k") as full:
         target = full / "s.state"
         small_state().save(target)
         before = target.read_bytes()
-        assert main(["describe", "--save-state", str(target), "--max-new-tokens", "1"]) == 2
+        assert main(["describe", str(workspace / "media" / "v.mp4"), "--model", str(workspace / "model"),
+                     "--save-state", str(target), "--max-new-tokens", "1"]) == 2
         assert error_of(capsys, "describe").endswith(
             f"{target}: the state could not be written: No space left on device")
         assert target.read_bytes() == before and os.listdir(full) == ["s.state"]
@@ -250,7 +251,10 @@ def test_an_interrupted_state_write_leaves_no_temporary_file(tmp_path, monkeypat
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["s.state"]
 
 
-def test_a_state_that_is_a_folder_is_one_line(tmp_path, capsys):
+def test_a_state_that_is_a_folder_is_one_line_before_the_work(tmp_path, capsys, monkeypatch):
+    import auroralong_hf.describe as describe
+
+    monkeypatch.setattr(describe, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(["describe", "--state", str(tmp_path)]) == 2
     assert error_of(capsys, "describe").endswith(f"{tmp_path}: a folder, not a state file written by Rwkv6Cache.save")
 
