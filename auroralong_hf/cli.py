@@ -9,6 +9,8 @@ classes; tests/test_cli.py checks the import of the parser.
 import argparse
 import importlib
 import json
+import os
+import re
 import sys
 import time
 
@@ -16,7 +18,7 @@ import auroralong_hf
 
 from .bench import BENCHMARKS
 from .create_random import add_create_random_arguments, run_create_random
-from .describe import add_describe_arguments, run_describe
+from .describe import add_describe_arguments, check_config_folder, run_describe
 from .training.train import add_train_arguments, run_train
 
 
@@ -24,6 +26,7 @@ def _generate(args) -> int:
     """Continue a text prompt: an RWKV-6 folder, an AuroraLong folder (text only, through its language model's
     state) or, without --model, a small random RWKV-6."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .folder_metadata import answer_generation_config
@@ -31,9 +34,13 @@ def _generate(args) -> int:
     from .processing import RwkvWorldTokenizer
 
     if args.model:
-        # AutoModelForCausalLM maps an AuroraLong config to AuroraLongForConditionalGeneration (registration)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        check_config_folder(args.model)  # a clear error for a path that is not a model folder (not a Hub id)
+        try:
+            # AutoModelForCausalLM maps an AuroraLong config to AuroraLongForConditionalGeneration (registration)
+            model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+        except SafetensorError as error:  # a damaged weights file; its message does not say which folder
+            raise ValueError(f"{args.model}: cannot load the model: {error}") from None
         source = args.model
     else:
         torch.manual_seed(args.seed)
@@ -215,14 +222,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that bad input raises, which the command line reports as one `error:` line (exit 2).
+
+    - ValueError: our own checks name the thing and the reason; it includes json.JSONDecodeError and
+      UnicodeDecodeError (a file that is not JSON or not UTF-8).
+    - OSError: what the operating system says about a path (FileNotFoundError, FileExistsError, PermissionError,
+      IsADirectoryError, NotADirectoryError, a full disk's ENOSPC, a read-only file system's EROFS, network errors
+      and timeouts), reported with the path it names.
+    - RuntimeError: torch's errors about its inputs (a .pth that is not a checkpoint, out of memory).
+    - safetensors' SafetensorError: a weights or state file that is truncated or not safetensors.
+    - huggingface_hub's StrictDataclassError: a config.json value that the config class's validation refuses.
+    - PyAV's FFmpegError: a media file or stream that ffmpeg cannot read.
+
+    Nothing broader, Exception in particular: a TypeError, AttributeError, KeyError, IndexError, ... out of a command
+    is a bug in this package, and its traceback is what a report of it needs. Imported here, when an error is being
+    handled, so that building the parser stays light.
+    """
+    from av.error import FFmpegError
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    return ValueError, OSError, RuntimeError, SafetensorError, StrictDataclassError, FFmpegError
+
+
+def error_line(error: BaseException) -> str:
+    """One line saying what went wrong: `PATH: REASON` for an OSError (or PyAV's FFmpegError) that names its path,
+    else the message; the line breaks some libraries put in their messages are folded into spaces."""
+    filename, reason = getattr(error, "filename", None), getattr(error, "strerror", None)
+    if filename is not None and reason:
+        where = os.fsdecode(filename) if isinstance(filename, bytes) else str(filename)
+        if isinstance(getattr(error, "filename2", None), str):  # rename, link: the source and the destination
+            where += f" -> {error.filename2}"
+        text = f"{where}: {reason}"
+    else:
+        text = str(error) or type(error).__name__
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status: 0, 2 for bad input (one `auroralong CMD: error: ...` line on
+    stderr, no traceback) or 130 when interrupted (Ctrl-C).
+
+    130 and not 2 on Ctrl-C: 128 + SIGINT is what a shell reports for a program that the interrupt ended, so scripts
+    and `make` tell "the user stopped it" from "the input was bad". The commands write their outputs (states, model
+    folders, images) under a temporary name that is removed on any exception, KeyboardInterrupt included, and renamed
+    when complete, so an interrupt leaves no half-written output (Trainer's own checkpoint-N folders aside).
+    """
     args = build_parser().parse_args(argv)
-    # deferred while the parser was built (console script); a no-op when the package registered on import
-    auroralong_hf.register_auto_classes()
     try:
+        # deferred while the parser was built (console script); a no-op when the package registered on import
+        auroralong_hf.register_auto_classes()
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        print(f"auroralong {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"auroralong {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not isinstance(error, user_errors()):
+            raise
+        print(f"auroralong {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
 
 

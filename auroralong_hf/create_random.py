@@ -20,6 +20,7 @@ import sys
 import time
 
 from .folders import check_output_dir, write_folder_atomically
+from .output_paths import check_writable, write_failure
 
 # Vision: SigLIP fields; text: Rwkv6Config fields. None = the AuroraLongConfig default (the paper's model).
 SIZES: dict[str, dict | None] = {
@@ -107,11 +108,14 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
     """Write a random model of `size` and its processor into `output_dir` (model.save_pretrained +
     processor.save_pretrained); `AutoModelForImageTextToText` / `AutoProcessor.from_pretrained` read it back.
 
-    A non-empty `output_dir` is refused unless `overwrite=True`. Returns a report of plain values.
+    A non-empty `output_dir` is refused unless `overwrite=True` (FileExistsError), and so is a place no folder can be
+    written (`output_paths.check_writable`'s errors), before the model is built. The folder is written under a
+    temporary name and renamed when complete: a failure (a full disk: OSError naming `output_dir`) or an interrupt
+    leaves no half-written folder. Returns a report of plain values.
     """
     from .folder_metadata import write_model_card
 
-    output_dir = check_output_dir(output_dir, overwrite)
+    output_dir = check_writable(check_output_dir(output_dir, overwrite), what="the output folder", folder=True)
     start = time.perf_counter()
     model, processor = random_model(size, seed=seed, dtype=dtype)
     num_parameters = sum(p.numel() for p in model.parameters())
@@ -124,7 +128,13 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
             f"An AuroraLong model of size `{size}` with RANDOM weights (seed {seed}, {dtype}), written by "
             "`auroralong create-random` for tests, demos and benchmarks: its answers are gibberish."))
 
-    write_folder_atomically(output_dir, write)
+    try:
+        write_folder_atomically(output_dir, write)  # any failure: no output_dir, or the earlier one as it was
+    except Exception as error:
+        failure = write_failure(error, output_dir, "the model folder")  # e.g. a full disk, named
+        if failure is None:
+            raise
+        raise failure from error
 
     files = sorted(p.name for p in output_dir.iterdir())
     return {

@@ -47,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 
+from .output_paths import check_writable
+
 DEFAULT_QUESTION = "What happens in this video?"
 DEFAULT_MAX_FRAMES = 7200
 EMBEDDED_SIZE = "small"
@@ -103,14 +105,42 @@ def write_sample_clip(path, seconds: int = 6, fps: int = 8, size: tuple[int, int
 # ------------------------------------------------------------------------------------------------------ the model
 
 
-def check_model_folder(folder) -> Path:
-    """A clear error unless `folder` holds an AuroraLong model and its processor (config, weights, processor and
-    tokenizer files)."""
+def check_config_folder(folder) -> Path:
+    """`folder` (user-expanded) when it is a folder whose config.json is a JSON object; otherwise a clear error
+    naming the folder or the file: FileNotFoundError (no such folder) or ValueError (a file, no config.json, a
+    config.json that is not UTF-8 JSON or not an object). What the object holds is left to the config class."""
+    folder = _existing_folder(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder}: not a model folder, it has no config.json (--model takes a save_pretrained "
+                         "folder).")
+    _read_config(folder)
+    return folder
+
+
+def _existing_folder(folder) -> Path:
     folder = Path(folder).expanduser()
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: no such model folder.")
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder (--model takes a save_pretrained folder).")
+    return folder
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8 (UnicodeDecodeError), not JSON
+        raise ValueError(f"{path}: unreadable: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: holds a JSON {type(config).__name__}, not a config object: not a model folder.")
+    return config
+
+
+def check_model_folder(folder) -> Path:
+    """A clear error unless `folder` holds an AuroraLong model and its processor (config, weights, processor and
+    tokenizer files)."""
+    folder = _existing_folder(folder)
     missing = []
     if not (folder / "config.json").is_file():
         missing.append("config.json")
@@ -122,10 +152,7 @@ def check_model_folder(folder) -> Path:
             f"{folder}: incomplete model folder, missing {', '.join(missing)} (a complete one is written by "
             "model.save_pretrained + processor.save_pretrained, or `auroralong create-random`)."
         )
-    try:
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{folder / 'config.json'}: unreadable: {error}") from None
+    model_type = _read_config(folder).get("model_type")
     if model_type != "auroralong":
         raise ValueError(f"{folder}: not an AuroraLong model folder (config.json has model_type {model_type!r}).")
     return folder
@@ -135,6 +162,7 @@ def load_model(model_dir=None, *, token_kept_ratio=None, dtype=None, device="cpu
     """(model, processor, label, untrained): from a folder, or the embedded untrained random model."""
     import torch
     from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
 
     if token_kept_ratio is not None and not 0 < token_kept_ratio <= 1:
         raise ValueError(f"--token-kept-ratio must be in (0, 1], got {token_kept_ratio}.")
@@ -163,7 +191,7 @@ def load_model(model_dir=None, *, token_kept_ratio=None, dtype=None, device="cpu
         processor = AutoProcessor.from_pretrained(str(folder))
     except StrictDataclassError as error:
         raise ValueError(f"{folder}: {error}") from None
-    except OSError as error:  # transformers' "no file named ..." and unreadable files
+    except (OSError, SafetensorError) as error:  # transformers' "no file named ...", unreadable or damaged files
         raise ValueError(f"{folder}: cannot load the model: {error}") from None
     if token_kept_ratio is not None:  # the override changes the tower's output; placeholders must follow it
         processor.tokens_per_frame = model.tokens_per_frame
@@ -307,14 +335,17 @@ def describe(
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}.")
     if not question or not question.strip():
         raise ValueError("The question is empty.")
-    if save_state is not None and Path(save_state).expanduser().exists() and not Rwkv6Cache.is_state_file(
-            Path(save_state).expanduser()):  # before the video is read, not after
-        raise FileExistsError(f"--save-state {save_state}: the file exists and is not a state written by "
-                              "--save-state; it is left as it is (choose another path).")
+    if save_state is not None:  # before the model is loaded and the video read, not after
+        save_state = check_writable(save_state, what="--save-state", folder=False)
+        if save_state.exists() and not Rwkv6Cache.is_state_file(save_state):
+            raise FileExistsError(f"--save-state {save_state}: the file exists and is not a state written by "
+                                  "--save-state; it is left as it is (choose another path).")
     if state is None:
         video = str(SAMPLE_CLIP if video is None else video)
         if not Path(video).expanduser().exists():
             raise FileNotFoundError(f"{video}: no such video file.")
+    else:
+        saved = Rwkv6Cache.load(state)  # a missing, damaged or foreign file is named before the model is loaded
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     start = time.perf_counter()
@@ -336,9 +367,14 @@ def describe(
         torch.manual_seed(seed)
     with torch.inference_mode():
         if state is not None:
-            rnn = Rwkv6Cache.load(state, model.config.text_config, device=model.device)
-            rnn.attn_shift[:] = [t.to(model.dtype) for t in rnn.attn_shift]
-            rnn.ffn_shift[:] = [t.to(model.dtype) for t in rnn.ffn_shift]
+            try:
+                saved.check_compatible(model.config.text_config, saved.batch_size)
+            except ValueError as error:
+                raise ValueError(f"{state}: {error}") from None
+            rnn = saved
+            rnn.attn_shift[:] = [t.to(model.device, model.dtype) for t in rnn.attn_shift]
+            rnn.ffn_shift[:] = [t.to(model.device, model.dtype) for t in rnn.ffn_shift]
+            rnn.wkv[:] = [t.to(model.device) for t in rnn.wkv]  # float32, as saved
             frames, state_bytes = 0, _state_bytes(rnn)
             _, after_video = processor.video_prompt_pieces(question)
             inputs = processor(text=after_video).to(model.device)
@@ -446,4 +482,6 @@ def run_describe(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_QUESTION", "SAMPLE_CLIP", "check_model_folder", "describe", "write_sample_clip"]
+__all__ = [
+    "DEFAULT_QUESTION", "SAMPLE_CLIP", "check_config_folder", "check_model_folder", "describe", "write_sample_clip",
+]

@@ -199,15 +199,17 @@ class Rwkv6Cache(Cache):
     def save(self, path, overwrite: bool = False) -> None:
         """Write the state to a safetensors file (fp32 WKV, shift vectors in their dtype, seen_tokens, fingerprint).
 
-        The file is written beside `path` and renamed over it, so a failed write leaves nothing half-written. An
-        existing file is replaced only when it is a state written here, or with `overwrite=True`: anything else
-        (a video, a model's weights) raises FileExistsError and is left as it was. A folder raises
-        IsADirectoryError.
+        The file is written beside `path` and renamed over it, so a failed or interrupted write (a full disk,
+        Ctrl-C) leaves nothing half-written and an earlier state at `path` as it was. An existing file is replaced
+        only when it is a state written here, or with `overwrite=True`: anything else (a video, a model's weights)
+        raises FileExistsError and is left as it was. A folder raises IsADirectoryError. A write that fails raises
+        the OSError of its cause (PermissionError, ENOSPC, EROFS, ...) naming `path`.
         """
+        import contextlib
         import os
         import uuid
 
-        from safetensors.torch import save_file
+        from safetensors.torch import save as serialize
 
         path = os.fspath(path)
         if os.path.isdir(path):
@@ -223,13 +225,24 @@ class Rwkv6Cache(Cache):
             tensors["fingerprint"] = self.fingerprint.contiguous().cpu()
         metadata = {"format": "auroralong-rwkv6-state", "seen_tokens": str(self.seen_tokens),
                     "fingerprint_length": str(self.fingerprint_length)}
+        # serialised in memory (a state is megabytes: 13 MB a row for Finch 1.6B) and written here, so that an I/O
+        # error is an OSError of its own kind, not safetensors' error about a temporary file of its own
+        data = serialize(tensors, metadata=metadata)
         folder = os.path.dirname(os.path.abspath(path))
         tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            save_file(tensors, tmp, metadata=metadata)
+            with open(tmp, "xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
             os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
+        except OSError as error:
+            if error.errno is None:
+                raise
+            # a full disk's write error names no file; the temporary file's name means nothing to the caller
+            raise OSError(error.errno, f"the state could not be written: {error.strerror}", path) from None
+        finally:  # any failure, KeyboardInterrupt included
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
     @staticmethod
@@ -248,10 +261,16 @@ class Rwkv6Cache(Cache):
         """Read a state written by `save`; its geometry (layers, batch, width, heads) comes from the file.
 
         `config`: when given, a state of another geometry raises a clear error here rather than at the first
-        forward. A file of another kind, or whose tensors disagree in shape, raises ValueError naming it.
+        forward. A file of another kind, or whose tensors disagree in shape, raises ValueError naming it; a missing
+        file FileNotFoundError, a folder IsADirectoryError.
         """
+        import errno
+        import os
+
         from safetensors import safe_open
 
+        if os.path.isdir(path):  # safetensors would say "No such device (os error 19)"
+            raise IsADirectoryError(errno.EISDIR, "a folder, not a state file written by Rwkv6Cache.save", str(path))
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 metadata = handle.metadata() or {}

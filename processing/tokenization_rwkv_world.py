@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+from collections import Counter
 
 from transformers import PreTrainedTokenizer
 
@@ -50,30 +51,63 @@ def load_world_vocab(vocab_file: str) -> dict[int, bytes]:
 
     Each line is ``<id> <Python literal> <byte length>``; the literal is a ``str`` (stored as its UTF-8 bytes) or a
     ``bytes`` literal for tokens that are not valid UTF-8. Literals are parsed with ``ast.literal_eval``, never
-    ``eval``, and the stated byte length is checked.
+    ``eval``, and the stated byte length is checked. The ids run 1, 2, 3, ... line after line, below 65536, and ids
+    1..256 are the single bytes 0x00..0xFF (every input can be encoded).
+
+    Raises:
+        ValueError: naming the file and the line, for a line that is not UTF-8 or does not parse, an id out of order
+            or out of range, a wrong byte length, a repeated or empty token; or naming the file when it holds no
+            token at all (empty).
+        OSError: the file cannot be read (FileNotFoundError, IsADirectoryError, ...).
     """
     vocab: dict[int, bytes] = {}
-    with open(vocab_file, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
+    first_line: dict[bytes, int] = {}
+    # Read as bytes and decode each line on its own, so that bytes that are not UTF-8 are reported with their line
+    # (a text-mode read fails somewhere inside a buffer, with no line number).
+    with open(vocab_file, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{vocab_file}:{line_no}"
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start} of the line); "
+                                 "not an RWKV World vocabulary file.") from None
             if not line:
                 continue
-            # The literal itself may contain spaces, so split off the first and the last field only.
-            idx_text, rest = line.split(" ", 1)
-            literal, length_text = rest.rsplit(" ", 1)
-            value = ast.literal_eval(literal)
-            if isinstance(value, str):
-                token = value.encode("utf-8")
-            elif isinstance(value, bytes):
-                token = value
-            else:
-                raise ValueError(f"{vocab_file}:{line_no}: expected a str or bytes literal, got {type(value).__name__}")
-            if len(token) != int(length_text):
-                raise ValueError(f"{vocab_file}:{line_no}: token is {len(token)} bytes, the file says {length_text}")
-            idx = int(idx_text)
-            if idx in vocab:
-                raise ValueError(f"{vocab_file}:{line_no}: duplicate id {idx}")
+            try:
+                # The literal itself may contain spaces, so split off the first and the last field only.
+                idx_text, rest = line.split(" ", 1)
+                literal, length_text = rest.rsplit(" ", 1)
+                idx, length = int(idx_text), int(length_text)
+                value = ast.literal_eval(literal)
+                token = value.encode("utf-8") if isinstance(value, str) else value
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+                # UnicodeEncodeError (a str literal with a lone surrogate) is a ValueError
+                raise ValueError(f"{where}: does not parse as `<id> <str or bytes literal> <byte length>` "
+                                 f"({type(error).__name__}: {error}): {line[:80]!r}") from None
+            if not isinstance(token, bytes):
+                raise ValueError(f"{where}: expected a str or bytes literal, got {type(value).__name__}")
+            expected = len(vocab) + 1
+            if idx != expected:
+                raise ValueError(f"{where}: id {idx} where id {expected} was expected (the ids run 1, 2, 3, ... "
+                                 "line after line): lines missing, repeated or out of order.")
+            if idx >= MODEL_VOCAB_SIZE:
+                raise ValueError(f"{where}: id {idx} is beyond the model's {MODEL_VOCAB_SIZE} embedding rows.")
+            if len(token) != length:
+                raise ValueError(f"{where}: token is {len(token)} bytes, the file says {length_text}")
+            if idx <= 256 and token != bytes([idx - 1]):
+                raise ValueError(f"{where}: id {idx} must be the single byte 0x{idx - 1:02X}, got {token!r} "
+                                 "(ids 1..256 are the bytes 0x00..0xFF).")
+            if not token:
+                raise ValueError(f"{where}: empty token.")
+            if token in first_line:
+                raise ValueError(f"{where}: token {token!r} repeats line {first_line[token]}.")
+            first_line[token] = line_no
             vocab[idx] = token
+    if len(vocab) < 256:
+        raise ValueError(f"{vocab_file}: " + ("the vocabulary file is empty" if not vocab else
+                                              f"it ends after id {len(vocab)}") +
+                         "; an RWKV World vocabulary starts with the 256 single bytes (ids 1..256).")
     return vocab
 
 
@@ -112,11 +146,7 @@ class RwkvWorldTokenizer(PreTrainedTokenizer):
         **kwargs,
     ):
         self.vocab_file = vocab_file if vocab_file is not None else DEFAULT_VOCAB_FILE
-        id_to_bytes = load_world_vocab(self.vocab_file)
-        if EOT_ID in id_to_bytes or max(id_to_bytes) >= MODEL_VOCAB_SIZE:
-            raise ValueError(f"{self.vocab_file}: ids must lie in 1..{MODEL_VOCAB_SIZE - 1}")
-        if any(id_to_bytes.get(b + 1) != bytes([b]) for b in range(256)):
-            raise ValueError(f"{self.vocab_file}: ids 1..256 must be the single bytes 0x00..0xFF")
+        id_to_bytes = load_world_vocab(self.vocab_file)  # ids 1..n consecutive, 1..256 the bytes (checked)
 
         # id -> token string (latin-1 view of the bytes); unused ids get placeholder names so that the id space
         # equals the model's embedding rows (len(tokenizer) == 65536, tokens added later get ids >= 65536).
@@ -131,8 +161,11 @@ class RwkvWorldTokenizer(PreTrainedTokenizer):
                 self._id_to_token[idx] = f"<|unused{idx}|>"
                 self._unused_tokens.add(self._id_to_token[idx])
         self._token_to_id: dict[str, int] = {tok: idx for idx, tok in enumerate(self._id_to_token)}
-        if len(self._token_to_id) != MODEL_VOCAB_SIZE:
-            raise ValueError(f"{self.vocab_file}: duplicate tokens, or a token equal to a special/placeholder name")
+        if len(self._token_to_id) != MODEL_VOCAB_SIZE:  # the file's tokens are distinct (checked when loaded)
+            token = next(tok for tok, count in Counter(self._id_to_token).items() if count > 1)
+            ids = [idx for idx, tok in enumerate(self._id_to_token) if tok == token]
+            raise ValueError(f"{self.vocab_file}: ids {ids} are all {token!r}: a token of the file is the name of a "
+                             "special or placeholder token.")
 
         # Byte trie as nested dicts: node[byte] -> child node, node[_TOKEN_ID] -> id of the token ending here.
         self._trie: dict[int, dict] = {}
@@ -194,8 +227,13 @@ class RwkvWorldTokenizer(PreTrainedTokenizer):
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         """Split ``text`` (already cut at added tokens by the base class) into latin-1 token strings."""
-        # Strict UTF-8: a str with lone surrogates is not valid text and raises UnicodeEncodeError.
-        return [self._id_to_token[i] for i in self.encode_bytes(text.encode("utf-8"))]
+        try:
+            data = text.encode("utf-8")  # strict: a str with lone surrogates is not valid text
+        except UnicodeEncodeError as error:
+            # e.g. bytes that were not UTF-8 on a command line (Python keeps them as surrogates \udc80..\udcff)
+            raise ValueError(f"The text is not valid Unicode: {text[error.start]!r} (a lone surrogate) at character "
+                             f"{error.start}; text read from bytes that are not UTF-8?") from None
+        return [self._id_to_token[i] for i in self.encode_bytes(data)]
 
     def _convert_token_to_id(self, token: str) -> int:
         try:

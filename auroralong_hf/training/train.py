@@ -38,6 +38,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..output_paths import check_writable, write_failure
 from . import DEFAULT_MAX_LENGTH
 from .lora import LORA_TARGET_PRESETS, lora_config
 
@@ -222,6 +223,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     for path, what in ((data, "data file"), (model_dir, "model folder"), (media_root, "media root")):
         if not Path(path).exists():
             raise FileNotFoundError(f"The {what} {path} does not exist.")
+    check_writable(output_dir, what="--output", folder=True)  # now, not after the training
     args = parse_training_arguments(spec, output_dir, training_overrides)
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
@@ -252,18 +254,30 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     print(f"auroralong train: rank {rank} weights sha256 {checksum}", flush=True)
     output = Path(output_dir)
     final, adapter = output / "final", output / "adapter"
+    main = trainer.is_world_process_zero()
     if lora:
-        trainer.save_model(str(adapter))  # adapter + processor, on the main process
-        if trainer.is_world_process_zero():
-            trainer.model.config.save_pretrained(adapter)  # the run's config (kept ratio), for merge_lora
-            if merge:
-                merged = trainer.model.merge_and_unload()
-                merged.save_pretrained(final)
-                processor.save_pretrained(final)
+        def write_adapter(folder):
+            trainer.save_model(str(folder))  # adapter + processor, on the main process
+            if main:
+                trainer.model.config.save_pretrained(folder)  # the run's config (kept ratio), for merge_lora
+
+        save_folder(trainer, adapter, write_adapter)
+        if merge and main:
+            merged = trainer.model.merge_and_unload()
+
+            def write_merged(folder):
+                merged.save_pretrained(folder)
+                processor.save_pretrained(folder)
+                write_training_card(folder, stage, model_dir)
+
+            save_folder(trainer, final, write_merged, collective=False)
     else:
-        trainer.save_model(str(final))
-    if final.is_dir() and trainer.is_world_process_zero():
-        write_training_card(final, stage, model_dir)
+        def write_final(folder):
+            trainer.save_model(str(folder))
+            if main:
+                write_training_card(folder, stage, model_dir)
+
+        save_folder(trainer, final, write_final)
     trainer.accelerator.wait_for_everyone()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
@@ -286,6 +300,43 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
         "world_size": trainer.args.world_size,
         "weights_sha256": checksum,
     }
+
+
+def save_folder(trainer, folder: Path, write, *, collective: bool = True) -> None:
+    """Write a model folder under a temporary name and rename it to `folder` once complete, so that a failure (a
+    full disk) or an interrupt leaves no half-written `folder`; an earlier `folder` (a rerun into the same --output)
+    is replaced only by a complete one.
+
+    `write(tmp)` runs on every process when `collective` (Trainer.save_model gathers the weights collectively under
+    DeepSpeed / sharded loading, and only the main process writes; hence one temporary name for all processes), on
+    the calling process alone otherwise. An I/O error is raised as an OSError naming `folder`.
+    """
+    import shutil
+
+    main = trainer.is_world_process_zero() or not collective
+    barrier = trainer.accelerator.wait_for_everyone if collective else (lambda: None)
+    tmp, old = (folder.with_name(f".{folder.name}.{suffix}") for suffix in ("partial", "old"))
+    try:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run that was killed while saving
+        barrier()
+        write(tmp)
+        barrier()
+        if main:
+            if folder.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as error:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old.exists() and not folder.exists():
+                old.rename(folder)
+        failure = write_failure(error, folder, "the model folder") if isinstance(error, Exception) else None
+        if failure is None:
+            raise
+        raise failure from error
 
 
 # -- command line -------------------------------------------------------------------------------------------------
@@ -364,6 +415,6 @@ def run_train(args) -> int:
 
 __all__ = [
     "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "add_train_arguments",
-    "apply_stage_freezing", "part_of", "run_train", "set_token_kept_ratio", "train", "trainable_by_part",
+    "apply_stage_freezing", "part_of", "run_train", "save_folder", "set_token_kept_ratio", "train", "trainable_by_part",
     "weights_checksum",
 ]
