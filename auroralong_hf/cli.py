@@ -63,7 +63,7 @@ def _generate(args) -> int:
     seconds = time.perf_counter() - start
     new_tokens = output.sequences[0, inputs["input_ids"].shape[1]:]
     state = getattr(output, CACHE_NAME)
-    state_bytes = sum(t.numel() * t.element_size() for s in (state.attn_shift, state.ffn_shift, state.wkv) for t in s)
+    state_bytes = state.nbytes
     report = {
         "model": source,
         "model_class": type(model).__name__,
@@ -100,7 +100,8 @@ def _bench(args) -> int:
     module = importlib.import_module(benchmark.module)
     parser = argparse.ArgumentParser(prog=f"auroralong bench {args.kind}", description=benchmark.description)
     module.add_arguments(parser)
-    return module.run(parser.parse_args(args.options, namespace=args))
+    runner = importlib.import_module("auroralong_hf.bench.runner")
+    return runner.run(module, parser.parse_args(args.options, namespace=args))
 
 
 def _tome_viz(args) -> int:

@@ -277,11 +277,6 @@ class _ProgressVideo:
             self.bar.update(pixels.shape[0])
 
 
-def _state_bytes(state) -> int:
-    return sum(t.numel() * t.element_size() for tensors in (state.attn_shift, state.ffn_shift, state.wkv)
-               for t in tensors)
-
-
 def _write_state(state, path) -> None:
     """`state.save` (atomic; an existing file that is not a state is refused, never replaced), parents made."""
     path = Path(path).expanduser()
@@ -375,7 +370,7 @@ def describe(
             rnn.attn_shift[:] = [t.to(model.device, model.dtype) for t in rnn.attn_shift]
             rnn.ffn_shift[:] = [t.to(model.device, model.dtype) for t in rnn.ffn_shift]
             rnn.wkv[:] = [t.to(model.device) for t in rnn.wkv]  # float32, as saved
-            frames, state_bytes = 0, _state_bytes(rnn)
+            frames, state_bytes = 0, rnn.nbytes
             _, after_video = processor.video_prompt_pieces(question)
             inputs = processor(text=after_video).to(model.device)
             output = model.generate(**inputs, cache=rnn, **options)
@@ -403,7 +398,7 @@ def describe(
                     output = model.generate(ids, cache=rnn, **options)
                 else:
                     output = model.generate(**inputs, **options)
-            state_bytes = _state_bytes(model.new_state(1))
+            state_bytes = model.new_state(1).nbytes
         prompt_length = inputs["input_ids"].shape[1]
     new_tokens = output[0, prompt_length:].tolist()
     seconds = time.perf_counter() - start

@@ -22,6 +22,8 @@ import threading
 import uuid
 from pathlib import Path
 
+from .output_paths import os_error_number
+
 OWNER_MARKER = ".auroralong-partial.json"
 _TMP_NAME = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
 # A replaced output folder (overwrite) waits inside a temporary of its own until the new one is in place.
@@ -189,8 +191,7 @@ def _write_error(output_dir: Path, err: BaseException) -> OSError | None:
         code, reason = err.errno, err.strerror or str(err)
         if err.filename is not None and not any(_TMP_NAME.match(part) for part in Path(err.filename).parts):
             reason = f"{reason}: {err.filename}"  # a path inside our temporary would only puzzle
-    elif type(err).__name__ == "SafetensorError" and (found := re.search(r"os error (\d+)", str(err))):
-        code = int(found.group(1))
+    elif (code := os_error_number(err)) is not None:
         reason = f"{os.strerror(code)} (while writing the weights)"
     else:
         return None

@@ -59,13 +59,19 @@ def write_failure(error: BaseException, path, what: str) -> OSError | None:
     `error`: an OSError (a full disk's ENOSPC from a write call carries no file name), or safetensors'
     SafetensorError, whose message carries the I/O error as "(os error N)" and names its own temporary file.
     """
-    number = error.errno if isinstance(error, OSError) else None
-    if number is None:
-        found = re.search(r"\(os error (\d+)\)", str(error))
-        number = int(found.group(1)) if found else None
+    number = os_error_number(error)
     if number is None:
         return None
     return OSError(number, f"{what} could not be written: {os.strerror(number)}", str(path))
 
 
-__all__ = ["check_writable", "write_failure"]
+def os_error_number(error: BaseException) -> int | None:
+    """The OS error number of a failed write: an OSError's errno, or the "(os error N)" that safetensors'
+    SafetensorError carries in its message (it wraps the I/O error of a full disk that way); else None."""
+    if isinstance(error, OSError):
+        return error.errno
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    return int(found.group(1)) if found else None
+
+
+__all__ = ["check_writable", "os_error_number", "write_failure"]

@@ -4,8 +4,9 @@ import argparse
 import importlib.util
 import json
 
+from auroralong_hf.bench import lm, runner
 from auroralong_hf.bench.blinkdl import export_blinkdl_state_dict
-from auroralong_hf.bench.lm import add_arguments, build_random_model, run
+from auroralong_hf.bench.lm import add_arguments, build_random_model
 
 HAS_RWKV = importlib.util.find_spec("rwkv") is not None
 
@@ -22,7 +23,7 @@ def test_bench_lm_tiny_json(capsys):
     parser = add_arguments(argparse.ArgumentParser())
     # one JIT setting only, to keep the test fast (auto would start the rwkv child process twice)
     args = parser.parse_args([*TINY, "--rwkv-jit", "0"])  # without `rwkv` installed, the bench notes it and goes on
-    assert run(args) == 0
+    assert runner.run(lm, args) == 0
 
     out = capsys.readouterr()
     report = json.loads(out.out)  # with --json, stdout is exactly one JSON object; the table went to stderr

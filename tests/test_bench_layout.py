@@ -35,7 +35,7 @@ def test_every_benchmark_module_has_the_command_interface(kind, capsys):
     benchmark = BENCHMARKS[kind]
     module = importlib.import_module(benchmark.module)
     assert module.__name__ == f"auroralong_hf.bench.{kind}"
-    for name in ("add_arguments", "measure", "table", "run"):
+    for name in ("add_arguments", "measure", "table"):
         assert callable(getattr(module, name)), f"{benchmark.module}.{name}"
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)

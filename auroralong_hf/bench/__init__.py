@@ -1,10 +1,10 @@
 """`auroralong bench KIND`: the efficiency benchmarks, one module each, sharing `runner` (worker processes, the
 environment header, the table printer, `--json`, timing).
 
-Each benchmark module exposes `add_arguments(parser)`, `measure(args) -> dict` (the report), `table(report) -> str`
-and `run(args) -> int`; those that need a fresh process per run also have `worker(spec)`, started as
-`python -m auroralong_hf.bench.<module> SPEC.json`. This file imports nothing heavy: `auroralong bench --help` lists
-BENCHMARKS without loading torch.
+Each benchmark module exposes `add_arguments(parser)`, `measure(args) -> dict` (the report) and
+`table(report) -> str`, which `runner.run(module, args)` puts together; those that need a fresh process per run also
+have `worker(spec)`, started as `python -m auroralong_hf.bench.<module> SPEC.json`. This file imports nothing heavy:
+`auroralong bench --help` lists BENCHMARKS without loading torch.
 """
 
 from typing import NamedTuple

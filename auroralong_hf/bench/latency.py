@@ -27,7 +27,6 @@ from .runner import (
     add_streaming_arguments,
     check_streaming_arguments,
     device_details,
-    emit,
     environment,
     format_seconds,
     format_table,
@@ -307,13 +306,6 @@ def measure(args: argparse.Namespace) -> dict:
     }
     report["elapsed_s"] = time.perf_counter() - started
     return jsonable(report)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Measure, then print the table (stdout, or stderr with --json) and, with --json, one JSON object."""
-    report = measure(args)
-    emit(report, table(report), args.json)
-    return 0
 
 
 if __name__ == "__main__":

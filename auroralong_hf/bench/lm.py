@@ -36,7 +36,6 @@ from ..modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6ForCausalLM
 from ..modeling.wkv6 import wkv6_chunked, wkv6_reference
 from .blinkdl import export_blinkdl_state_dict
 from .runner import (
-    emit,
     environment,
     format_seconds,
     format_table,
@@ -528,13 +527,5 @@ def measure(args: argparse.Namespace) -> dict:
     return jsonable(report)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Measure, then print the table (stdout, or stderr with --json) and, with --json, one JSON object."""
-    report = measure(args)
-    emit(report, table(report), args.json)
-    return 0
-
-
 if __name__ == "__main__":
     run_worker_process(worker)
-

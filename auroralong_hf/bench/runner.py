@@ -54,6 +54,14 @@ def jsonable(value):
     return value
 
 
+def run(benchmark, args: argparse.Namespace) -> int:
+    """`auroralong bench KIND`: `benchmark` (a module of this package) measures, then its table goes to stdout
+    (stderr with --json) and, with --json, the report as one JSON object to stdout."""
+    report = benchmark.measure(args)
+    emit(report, benchmark.table(report), args.json)
+    return 0
+
+
 def emit(report: dict, table: str, as_json: bool) -> None:
     """The table for people (stdout; stderr with --json), and with --json the one JSON object on stdout."""
     print(table, file=sys.stderr if as_json else sys.stdout, flush=True)

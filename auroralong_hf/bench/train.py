@@ -21,7 +21,6 @@ from .runner import (
     add_run_arguments,
     add_size_argument,
     device_details,
-    emit,
     environment,
     format_table,
     header_lines,
@@ -206,13 +205,6 @@ def measure(args: argparse.Namespace) -> dict:
     }
     report["elapsed_s"] = time.perf_counter() - started
     return jsonable(report)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Measure, then print the table (stdout, or stderr with --json) and, with --json, one JSON object."""
-    report = measure(args)
-    emit(report, table(report), args.json)
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from transformers.models.siglip.modeling_siglip import eager_attention_forward
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
 from ..modeling.modeling_siglip_tome import SiglipToMeVisionModel
 from .runner import (
-    emit,
     environment,
     format_seconds,
     format_table,
@@ -301,11 +300,3 @@ def measure(args: argparse.Namespace) -> dict:
     }
     report["elapsed_s"] = time.perf_counter() - started
     return jsonable(report)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Measure, then print the table (stdout, or stderr with --json) and, with --json, one JSON object."""
-    report = measure(args)
-    emit(report, table(report), args.json)
-    return 0
-
