@@ -22,15 +22,10 @@ Cost, as reported: `frames` sampled, `tokens_per_frame` (the tower's S-ToMe sche
 tokens per frame), `state_bytes` (the sum of the state's tensors), `seconds` (prompt + decoding + encoding +
 generation, without loading the model; that is `load_seconds`) and `peak_memory_bytes`: the peak of the memory in
 use during that pipeline above what was in use when it started (the loaded model, the Python runtime), i.e. the
-working memory that streaming keeps constant:
-
-- CUDA: `torch.cuda.max_memory_allocated()` after `torch.cuda.reset_peak_memory_stats()`, minus the memory
-  allocated at the start (`peak_memory_measure` "cuda_max_allocated");
-- CPU on Linux: the process's peak resident set size is reset to its current size by writing 5 to
-  /proc/self/clear_refs, and VmHWM minus VmRSS at the start is reported ("rss_high_water_mark");
-- elsewhere: `resource.getrusage(RUSAGE_SELF).ru_maxrss` after minus before ("ru_maxrss_delta"); ru_maxrss is the
-  process's lifetime peak and never goes down, so this counts only growth above the earlier peak (model loading
-  included) and can read low, even 0.
+working memory that streaming keeps constant, measured by
+`auroralong_hf.measure.PeakMemory`, whose `kind` is `peak_memory_measure`: CUDA's max_memory_allocated
+("cuda_max_allocated"), the process's peak resident set reset at the start ("rss_high_water_mark", Linux), or
+ru_maxrss after minus before ("ru_maxrss_delta", elsewhere; it can read low, even 0).
 
 Without `--model` the model is an embedded untrained random one (`create_random`'s "small" size, seed 0, built in
 memory: no download, no file), labelled as such: the pipeline and its costs are real, the answer is gibberish.
@@ -42,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -203,54 +197,6 @@ def load_model(model_dir=None, *, token_kept_ratio=None, dtype=None, device="cpu
     return model.to(device).eval(), processor, str(folder), False
 
 
-# -------------------------------------------------------------------------------------------------------- memory
-
-
-class PeakMemory:
-    """Peak memory in use above the level at construction (see the module docstring for how it is measured)."""
-
-    def __init__(self, device):
-        import torch
-
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.measure, self.base = "cuda_max_allocated", torch.cuda.memory_allocated(self.device)
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")  # resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0)
-            self.measure, self.base = "rss_high_water_mark", self._proc_status("VmRSS")
-        except OSError:
-            self.measure, self.base = "ru_maxrss_delta", self._ru_maxrss()
-
-    @staticmethod
-    def _proc_status(field: str) -> int:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024  # kB
-        raise OSError(f"/proc/self/status has no {field}")
-
-    @staticmethod
-    def _ru_maxrss() -> int:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-    def peak(self) -> int:
-        import torch
-
-        if self.measure == "cuda_max_allocated":
-            torch.cuda.synchronize(self.device)
-            now = torch.cuda.max_memory_allocated(self.device)
-        elif self.measure == "rss_high_water_mark":
-            now = self._proc_status("VmHWM")
-        else:
-            now = self._ru_maxrss()
-        return max(0, now - self.base)
-
-
 # ------------------------------------------------------------------------------------------------------ describe
 
 
@@ -308,6 +254,7 @@ def describe(
     import torch
     from tqdm.auto import tqdm
 
+    from .measure import PeakMemory
     from .modeling.modeling_rwkv6 import Rwkv6Cache
     from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 
@@ -402,7 +349,7 @@ def describe(
         prompt_length = inputs["input_ids"].shape[1]
     new_tokens = output[0, prompt_length:].tolist()
     seconds = time.perf_counter() - start
-    peak = memory.peak()
+    peak = memory.growth_bytes()
     answer = processor.post_process_image_text_to_text([new_tokens])[0].strip()
     return {
         "answer": answer,
@@ -419,7 +366,7 @@ def describe(
         "seconds": round(seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "peak_memory_bytes": peak,
-        "peak_memory_measure": memory.measure,
+        "peak_memory_measure": memory.kind,
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
         "chunk_frames": chunk_frames,
