@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from auroralong_checkpoints import make_projector_state_dict, make_siglip_vision, write_projector, write_siglip_vision
+from mounts import tmpfs
 from rwkv6_checkpoints import (
     make_blinkdl_state_dict,
     write_blinkdl_checkpoint,
@@ -368,25 +369,9 @@ def test_an_output_that_exists_is_refused_naming_it(blinkdl, tmp_path, capsys):
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious" and _leftovers(tmp_path) == []
 
 
-@contextmanager
-def _tmpfs(folder: Path, options: str):
-    """A tmpfs mounted at `folder` (skips the test where mounting is not permitted); always unmounted."""
-    folder.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
-                             text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 def test_a_read_only_output_parent_is_one_error_naming_the_output(blinkdl, tmp_path):
     source = write_blinkdl_checkpoint(blinkdl, tmp_path / "x.pth")
-    with _tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
+    with tmpfs(tmp_path / "ro", size="1m", read_only=True) as read_only:
         output = read_only / "out"
         with pytest.raises(OSError, match=rf"Cannot write the output folder {re.escape(str(output))}: Read-only file "
                                           r"system\. Nothing was written\.$"):
@@ -400,7 +385,7 @@ def test_a_read_only_output_parent_is_one_error_naming_the_output(blinkdl, tmp_p
 @pytest.mark.parametrize("size", ["64k", "600k"])  # full while the weights are written (safetensors), or later
 def test_a_full_disk_is_one_error_and_leaves_nothing(blinkdl, tmp_path, size):
     source = write_blinkdl_checkpoint(blinkdl, tmp_path / "x.pth")
-    with _tmpfs(tmp_path / "small", f"size={size}") as small:
+    with tmpfs(tmp_path / "small", size=size) as small:
         with pytest.raises(OSError, match=rf"Cannot write the output folder {re.escape(str(small / 'out'))}: No "
                                           r"space left on device.*Nothing was written") as info:
             convert_rwkv6_checkpoint(source, small / "out")

@@ -3,7 +3,6 @@ Ctrl-C is one `interrupted` line and exit 130; an output that cannot be written 
 that fails while being written (a full disk, an interrupt) leaves nothing half-written and an earlier output whole.
 Also the vocabulary file: a damaged one is a ValueError naming the file and the line."""
 
-import contextlib
 import fcntl
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mounts import tmpfs
 from videos import write_video
 
 import auroralong_hf.cli as cli
@@ -43,23 +43,6 @@ def error_of(capsys, command: str) -> str:
     assert "Traceback" not in err and lines and lines[-1].startswith(f"auroralong {command}: error: "), err[-3000:]
     assert sum("error:" in line for line in lines) == 1, err[-3000:]
     return lines[-1]
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str = "64k", read_only: bool = False):
-    """A tmpfs of `size` mounted on `path` (read-only if asked), unmounted afterwards; skips where mounting is not
-    permitted."""
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
 
 
 @pytest.fixture(scope="module")
