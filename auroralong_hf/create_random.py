@@ -150,7 +150,7 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
     }
 
 
-def add_create_random_arguments(parser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("output", help="the folder to write (refused when not empty, unless --overwrite)")
     parser.add_argument("--size", choices=list(SIZES), default="tiny",
                         help="tiny: tests (384/16 grid, tiny widths); small: quick demos; 2b: the paper's geometry")
@@ -160,7 +160,7 @@ def add_create_random_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
-def run_create_random(args) -> int:
+def run(args) -> int:
     import json
 
     report = create_random(args.output, args.size, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite)
@@ -184,6 +184,6 @@ def quiet_transformers_bars(quiet: bool = True):
 
 
 __all__ = [
-    "SIZES", "add_create_random_arguments", "create_random", "quiet_transformers_bars", "random_config", "random_model",
-    "run_create_random", "size_configs",
+    "SIZES", "add_arguments", "create_random", "quiet_transformers_bars", "random_config", "random_model",
+    "run", "size_configs",
 ]

@@ -373,7 +373,7 @@ def describe(
     }
 
 
-def add_describe_arguments(parser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("video", nargs="?", default=None,
                         help="a video file (anything PyAV decodes); absent: the short clip that ships with the package")
     parser.add_argument("-q", "--question", default=DEFAULT_QUESTION, help=f"default: {DEFAULT_QUESTION!r}")
@@ -403,7 +403,7 @@ def add_describe_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run_describe(args) -> int:
+def run(args) -> int:
     report = describe(
         args.video, args.question, model_dir=args.model, fps=args.fps, num_frames=args.num_frames,
         token_kept_ratio=args.token_kept_ratio, chunk_frames=args.chunk_frames, max_new_tokens=args.max_new_tokens,

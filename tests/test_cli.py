@@ -61,11 +61,10 @@ HEAVY = ("torch", "transformers", "numpy", "PIL", "av")
 IMPORTS_OF_THE_HELP = f"""
 import sys
 import auroralong_cli
-from auroralong_hf.cli import build_parser
-parser = build_parser()
-for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"]):
+from auroralong_hf.cli import main
+for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"], ["--version"]):
     try:
-        parser.parse_args(argv)
+        main(argv)
     except SystemExit:
         pass
 print(sorted(name for name in {HEAVY!r} if name in sys.modules))

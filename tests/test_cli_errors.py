@@ -24,6 +24,7 @@ from mounts import tmpfs
 from videos import write_video
 
 import auroralong_hf.cli as cli
+import auroralong_hf.describe as describe_command
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache, processor_for_vision_config
 from auroralong_hf.cli import main
 from auroralong_hf.processing.tokenization_rwkv_world import DEFAULT_VOCAB_FILE, VOCAB_FILE_NAME, RwkvWorldTokenizer
@@ -74,7 +75,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     def broken(args):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(cli, "run_describe", broken)
+    monkeypatch.setattr(describe_command, "run", broken)
     with pytest.raises(TypeError, match="a bug"):
         main(["describe"])
     assert capsys.readouterr().err == ""
@@ -84,7 +85,7 @@ def test_keyboard_interrupt_in_process_is_one_line_and_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_describe", interrupted)
+    monkeypatch.setattr(describe_command, "run", interrupted)
     assert main(["describe"]) == 130
     assert capsys.readouterr().err == "auroralong describe: interrupted\n"
 

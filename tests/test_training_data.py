@@ -157,7 +157,7 @@ def test_a_runaway_sample_is_dropped_by_default_naming_it(processor, media, capl
     """Without a max_length the Python API and the CLI still cap samples (DEFAULT_MAX_LENGTH): one huge turn is
     dropped with a warning naming it instead of growing training memory until the allocator fails."""
     from auroralong_hf.training import DEFAULT_MAX_LENGTH
-    from auroralong_hf.training.train import add_train_arguments
+    from auroralong_hf.training.train import add_arguments
 
     collator = ConversationCollator(processor, media)
     assert collator.max_length == DEFAULT_MAX_LENGTH
@@ -168,10 +168,10 @@ def test_a_runaway_sample_is_dropped_by_default_naming_it(processor, media, capl
                for r in caplog.records)
     assert ConversationCollator(processor, media, max_length=None)([text_record("runaway", answer="word " * 9000)])
     parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
+    add_arguments(parser)
     base = ["--stage", "language", "--data", "d.jsonl", "--media-root", "m", "--model", "x", "--output", "o"]
     assert parser.parse_args(base).max_length == DEFAULT_MAX_LENGTH
-    assert parser.parse_args([*base, "--max-length", "0"]).max_length == 0  # run_train passes 0 as None: no cap
+    assert parser.parse_args([*base, "--max-length", "0"]).max_length == 0  # train.run passes 0 as None: no cap
 
 
 BAD = {

@@ -344,7 +344,7 @@ def save_folder(trainer, folder: Path, write, *, collective: bool = True) -> Non
 TRAINING_OVERRIDES_DEST = "training_overrides"
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", required=True, choices=list(STAGES),
                         help="pretrain: projector only (lr 1e-4, kept ratio 1.0); vision: ViT + projector (4e-5, 1.0); "
                              "language: everything (1e-5, 0.1)")
@@ -389,7 +389,7 @@ def keep_unknown_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
     parser.parse_known_args = parse_known_args
 
 
-def run_train(args) -> int:
+def run(args) -> int:
     """`auroralong train`; with --json, stdout holds the report alone (one JSON object, from rank 0)."""
     # Trainer prints its log lines on stdout (PrinterCallback, or tqdm.write beside the progress bar) and so does the
     # checksum line below: with --json they go to stderr, so that `auroralong train --json | jq` works.
@@ -414,7 +414,7 @@ def run_train(args) -> int:
 
 
 __all__ = [
-    "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "add_train_arguments",
-    "apply_stage_freezing", "part_of", "run_train", "save_folder", "set_token_kept_ratio", "train", "trainable_by_part",
+    "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "add_arguments",
+    "apply_stage_freezing", "part_of", "run", "save_folder", "set_token_kept_ratio", "train", "trainable_by_part",
     "weights_checksum",
 ]
