@@ -62,7 +62,7 @@ IMPORTS_OF_THE_HELP = f"""
 import sys
 import auroralong_cli
 from auroralong_hf.cli import main
-for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"], ["--version"]):
+for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"]):
     try:
         main(argv)
     except SystemExit:
