@@ -7,10 +7,16 @@ Padding: positions where attention_mask is 0 are skipped by the recurrence (thei
 token shift reaches past them), so every row of a padded batch gives the logits it gives alone.
 """
 
+import contextlib
+import errno
 import math
+import os
+import uuid
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save as serialize
 from torch import nn
 from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList, PreTrainedModel
 from transformers import initialization as init
@@ -205,12 +211,6 @@ class Rwkv6Cache(Cache):
         raises FileExistsError and is left as it was. A folder raises IsADirectoryError. A write that fails raises
         the OSError of its cause (PermissionError, ENOSPC, EROFS, ...) naming `path`.
         """
-        import contextlib
-        import os
-        import uuid
-
-        from safetensors.torch import save as serialize
-
         path = os.fspath(path)
         if os.path.isdir(path):
             raise IsADirectoryError(f"{path} is a folder; give the state's file name.")
@@ -248,8 +248,6 @@ class Rwkv6Cache(Cache):
     @staticmethod
     def is_state_file(path) -> bool:
         """Whether `path` is a safetensors file that `save` wrote (read from its header only)."""
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 return (handle.metadata() or {}).get("format") == "auroralong-rwkv6-state"
@@ -264,11 +262,6 @@ class Rwkv6Cache(Cache):
         forward. A file of another kind, or whose tensors disagree in shape, raises ValueError naming it; a missing
         file FileNotFoundError, a folder IsADirectoryError.
         """
-        import errno
-        import os
-
-        from safetensors import safe_open
-
         if os.path.isdir(path):  # safetensors would say "No such device (os error 19)"
             raise IsADirectoryError(errno.EISDIR, "a folder, not a state file written by Rwkv6Cache.save", str(path))
         try:
