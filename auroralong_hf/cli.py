@@ -19,16 +19,16 @@ import auroralong_hf
 # A module is imported only when its command is asked for, so `auroralong --help` loads none of them.
 COMMANDS = {
     "describe": ("answer a question about a video, streaming it through the RNN state; report the cost",
-                 "auroralong_hf.describe"),
-    "generate": ("continue a text prompt with an RWKV-6 model", "auroralong_hf.generate"),
-    "create-random": ("write a model + processor folder with random weights", "auroralong_hf.create_random"),
-    "convert": ("convert checkpoints into save_pretrained folders", "auroralong_hf.convert"),
+                 "auroralong_hf.commands.describe"),
+    "generate": ("continue a text prompt with an RWKV-6 model", "auroralong_hf.commands.generate"),
+    "create-random": ("write a model + processor folder with random weights", "auroralong_hf.commands.create_random"),
+    "convert": ("convert checkpoints into save_pretrained folders", "auroralong_hf.commands.convert"),
     "tome-viz": ("draw S-ToMe's merged groups and the tokens' visiting order over an image or video's frames",
-                 "auroralong_hf.tome_viz"),
-    "bench": ("efficiency benchmarks", "auroralong_hf.bench"),
+                 "auroralong_hf.commands.tome_viz"),
+    "bench": ("efficiency benchmarks", "auroralong_hf.commands.bench"),
     "train": ("train a stage (pretrain | vision | language) on LLaVA-style conversations with HF Trainer; "
               "TrainingArguments options (--max_steps, ...) pass through; multi-GPU: accelerate launch",
-              "auroralong_hf.training.train"),
+              "auroralong_hf.commands.train"),
 }
 
 

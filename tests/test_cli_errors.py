@@ -24,7 +24,7 @@ from mounts import tmpfs
 from videos import write_video
 
 import auroralong_hf.cli as cli
-import auroralong_hf.describe as describe_command
+import auroralong_hf.commands.describe as describe_command
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache, processor_for_vision_config
 from auroralong_hf.cli import main
 from auroralong_hf.processing.tokenization_rwkv_world import DEFAULT_VOCAB_FILE, VOCAB_FILE_NAME, RwkvWorldTokenizer

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from .describe import check_config_folder
+from ..describe import check_config_folder
 
 
 def add_arguments(parser) -> None:
@@ -28,9 +28,9 @@ def run(args) -> int:
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .folder_metadata import answer_generation_config
-    from .modeling import CACHE_NAME, AuroraLongForConditionalGeneration, Rwkv6Config, Rwkv6ForCausalLM
-    from .processing import RwkvWorldTokenizer
+    from ..folder_metadata import answer_generation_config
+    from ..modeling import CACHE_NAME, AuroraLongForConditionalGeneration, Rwkv6Config, Rwkv6ForCausalLM
+    from ..processing import RwkvWorldTokenizer
 
     if args.model:
         check_config_folder(args.model)  # a clear error for a path that is not a model folder (not a Hub id)

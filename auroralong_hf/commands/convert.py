@@ -51,7 +51,7 @@ def run(args) -> int:
 
 
 def _convert_rwkv6(args) -> int:
-    from .convert_rwkv6 import convert_rwkv6_checkpoint
+    from ..convert_rwkv6 import convert_rwkv6_checkpoint
 
     report = convert_rwkv6_checkpoint(args.source, args.output, dtype=args.dtype, overwrite=args.overwrite)
     print(json.dumps(report, indent=2, default=str))
@@ -59,6 +59,6 @@ def _convert_rwkv6(args) -> int:
 
 
 def _convert_auroralong(args) -> int:
-    from .convert_auroralong import run_cli
+    from ..convert_auroralong import run_cli
 
     return run_cli(args)
