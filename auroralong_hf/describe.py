@@ -255,7 +255,7 @@ def describe(
     from tqdm.auto import tqdm
 
     from .measure import PeakMemory
-    from .modeling.modeling_rwkv6 import Rwkv6Cache
+    from .modeling.cache_rwkv6 import Rwkv6Cache
     from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 
     chunk_frames = DEFAULT_CHUNK_FRAMES if chunk_frames is None else chunk_frames

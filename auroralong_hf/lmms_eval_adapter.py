@@ -47,7 +47,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
-from .modeling.modeling_rwkv6 import Rwkv6Cache
+from .modeling.cache_rwkv6 import Rwkv6Cache
 from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 from .processing import processing_auroralong
 from .processing.image_io import load_image

@@ -13,17 +13,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
 from .checkpoint_checks import CompleteCheckpointMixin
 from .configuration_auroralong import AuroraLongConfig
 from .configuration_siglip_tome import tokens_per_frame
-from .modeling_rwkv6 import (
-    CACHE_NAME,
-    FEED_CHUNK_TOKENS,
-    Rwkv6Cache,
-    Rwkv6GenerationMixin,
-    Rwkv6Model,
-    resolve_cache_argument,
-)
+from .generation_rwkv6 import Rwkv6GenerationMixin
+from .modeling_rwkv6 import FEED_CHUNK_TOKENS, Rwkv6Model
 from .modeling_siglip_tome import SiglipToMeVisionModel
 from .streaming import DEFAULT_CHUNK_FRAMES, AuroraLongStreamingMixin, frame_chunks, frame_count, video_list
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .modeling_rwkv6 import Rwkv6Cache
+from .cache_rwkv6 import Rwkv6Cache
 
 # Frames decoded and encoded at a time, everywhere (generate, describe, lmms-eval, the benchmarks): 8 frames are
 # ~14 MB of fp32 pixels at 384x384 plus the preprocessing's copies and the tower's activations; on CPUs the peak

@@ -17,9 +17,10 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Confi
 
 from ..create_random import size_configs
 from ..measure import PeakMemory
+from ..modeling.cache_rwkv6 import CACHE_NAME, Rwkv6Cache
 from ..modeling.configuration_rwkv6 import Rwkv6Config
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
-from ..modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6Cache, Rwkv6ForCausalLM
+from ..modeling.modeling_rwkv6 import Rwkv6ForCausalLM
 from ..processor_setup import processor_for_vision_config
 from .runner import (
     DESCRIBE_QUESTION,

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import torch
 
+from ..modeling.cache_rwkv6 import CACHE_NAME
 from ..modeling.configuration_rwkv6 import Rwkv6Config
-from ..modeling.modeling_rwkv6 import CACHE_NAME, Rwkv6ForCausalLM
+from ..modeling.modeling_rwkv6 import Rwkv6ForCausalLM
 from ..modeling.wkv6 import wkv6_chunked, wkv6_reference
 from .blinkdl import export_blinkdl_state_dict
 from .runner import (

@@ -17,9 +17,9 @@ import torch
 
 from ..create_random import size_configs
 from ..measure import PeakMemory
+from ..modeling.cache_rwkv6 import CACHE_NAME
 from ..modeling.configuration_auroralong import AuroraLongConfig
 from ..modeling.modeling_auroralong import AuroraLongForConditionalGeneration
-from ..modeling.modeling_rwkv6 import CACHE_NAME
 from ..processor_setup import processor_for_vision_config
 from .runner import (
     DESCRIBE_QUESTION,
