@@ -1,8 +1,6 @@
 """AuroraLongProcessor: placeholders, sandwich prompt, pixel values from paths / frames / images, round trip."""
 
-import ast
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ from videos import decode_frame_index, write_video
 
 from auroralong_hf import AuroraLongProcessor, SiglipToMeVisionConfig, processor_for_vision_config, tokens_per_frame
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_VISION = {  # the real 384/16 patch grid (576 patches), tiny widths
     "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 23,
     "image_size": 384, "patch_size": 16, "token_kept_ratio": 0.1,
@@ -198,36 +195,6 @@ def test_an_old_processor_config_with_a_vision_config_fails_clearly(processor, t
     saved["tokens_per_frame"] = 58  # the fix the message gives; the stale vision_config is then ignored
     path.write_text(json.dumps(saved))
     assert AutoProcessor.from_pretrained(tmp_path).tokens_per_frame == 58
-
-
-def _imported_modules(path: Path) -> list[tuple[str, int]]:
-    """(module, relative level) of every import statement in a file, at any depth (function-local ones too)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, 0) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            found.append((node.module or "", node.level))
-    return found
-
-
-def test_processing_imports_nothing_from_modeling():
-    """The processor is saved as remote code and loads without the package: processing/ must stand alone."""
-    files = sorted((ROOT / "processing").glob("*.py"))
-    assert len(files) >= 4
-    for path in files:
-        for module, level in _imported_modules(path):
-            absolute = module.startswith(("auroralong_hf", "modeling"))
-            assert not (absolute or (level >= 2) or (level == 1 and module.startswith("modeling"))), (
-                f"{path.name} imports {'.' * level}{module}: processing/ imports nothing from modeling/ (or the "
-                "package above it)"
-            )
-
-
-def test_the_import_check_sees_what_it_must(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from ..modeling.configuration_siglip_tome import tokens_per_frame\n")
-    assert _imported_modules(bad) == [("modeling.configuration_siglip_tome", 2)]
 
 
 def test_streamed_videos_are_planned_not_decoded(clip):
