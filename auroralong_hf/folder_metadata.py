@@ -1,7 +1,7 @@
 """What every folder this package writes carries beside its weights and processor: a generation config whose end of
 sequence is the end of an answer, and a model card (README.md with the Hub's YAML metadata).
 
-The writers (`create_random`, `convert_rwkv6`, `convert_auroralong`, the final save of `training/train.py`) call
+The writers (`create_random`, `convert/rwkv6.py`, `convert/auroralong.py`, the final save of `training/train.py`) call
 `answer_generation_config` before `save_pretrained` and `write_model_card` after it, so the stop token is derived
 from the tokenizer here and nowhere else.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from auroralong_hf.convert_rwkv6 import blinkdl_to_fla_state_dict, blinkdl_to_hf_keys
+from auroralong_hf.convert.rwkv6_layout import blinkdl_to_fla_state_dict, blinkdl_to_hf_keys
 
 
 def make_blinkdl_state_dict(

@@ -30,8 +30,8 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from auroralong_hf import AuroraLongForConditionalGeneration, Rwkv6Config, Rwkv6ForCausalLM
 from auroralong_hf.cli import main
-from auroralong_hf.convert_auroralong import compose_auroralong, convert_auroralong_checkpoint
-from auroralong_hf.convert_rwkv6 import convert_rwkv6_checkpoint
+from auroralong_hf.convert.auroralong import compose_auroralong, convert_auroralong_checkpoint
+from auroralong_hf.convert.rwkv6 import convert_rwkv6_checkpoint
 from auroralong_hf.folders import OWNER_MARKER, remove_stale_temporaries, write_folder_atomically
 from auroralong_hf.modeling.checkpoint_checks import non_finite_tensors
 

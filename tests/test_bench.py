@@ -5,8 +5,8 @@ import importlib.util
 import json
 
 from auroralong_hf.bench import lm, runner
-from auroralong_hf.bench.blinkdl import export_blinkdl_state_dict
 from auroralong_hf.bench.lm import add_arguments, build_random_model
+from auroralong_hf.convert.rwkv6_layout import fla_to_blinkdl_state_dict
 
 HAS_RWKV = importlib.util.find_spec("rwkv") is not None
 
@@ -75,7 +75,7 @@ def test_blinkdl_export_names_and_shapes():
     """The export has BlinkDL's names and shapes (the logits check in the test above covers the values)."""
     args = add_arguments(argparse.ArgumentParser()).parse_args(TINY)
     model = build_random_model(args)
-    sd = export_blinkdl_state_dict(model)
+    sd = fla_to_blinkdl_state_dict(model.state_dict())
     c, r, d, f = 128, 32, 64, model.config.intermediate_size
     expected = {
         "emb.weight": (512, c), "head.weight": (512, c), "blocks.0.ln0.weight": (c,), "ln_out.bias": (c,),

@@ -23,8 +23,8 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from auroralong_hf import AuroraLongForConditionalGeneration, Rwkv6ForCausalLM
 from auroralong_hf.cli import main
-from auroralong_hf.convert_auroralong import compose_auroralong, convert_auroralong_checkpoint, format_report
-from auroralong_hf.convert_rwkv6 import load_rwkv6_checkpoint
+from auroralong_hf.convert.auroralong import compose_auroralong, convert_auroralong_checkpoint, format_report
+from auroralong_hf.convert.rwkv6 import load_rwkv6_checkpoint
 
 VIDEO_ID = 65535
 PROMPT = "User: What happens?\n<video>\nWhat happens?\n\nAssistant:"

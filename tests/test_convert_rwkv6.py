@@ -1,4 +1,4 @@
-"""Tests of `auroralong_hf.convert_rwkv6`: the three checkpoint formats, parity with the `rwkv` pip package, errors.
+"""Tests of `auroralong_hf.convert.rwkv6`: the three checkpoint formats, parity with the `rwkv` pip package, errors.
 
 The `rwkv` package (BlinkDL's ChatRWKV, pure PyTorch on CPU) runs the same random BlinkDL .pth that the converter
 reads, so it is an independent numerical reference for the converted `Rwkv6ForCausalLM`. A second, tiny
@@ -20,14 +20,8 @@ import torch.nn.functional as F
 from outputs import state_of
 from safetensors.torch import load_file
 
-from auroralong_hf.convert_rwkv6 import (
-    FORMATS,
-    blinkdl_state_dict_keys,
-    convert_rwkv6_checkpoint,
-    detect_rwkv6_format,
-    fla_state_dict_keys,
-    load_rwkv6_checkpoint,
-)
+from auroralong_hf.convert.rwkv6 import FORMATS, convert_rwkv6_checkpoint, detect_rwkv6_format, load_rwkv6_checkpoint
+from auroralong_hf.convert.rwkv6_layout import blinkdl_state_dict_keys, fla_state_dict_keys
 
 try:
     from rwkv6_checkpoints import (

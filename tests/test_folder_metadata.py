@@ -19,8 +19,8 @@ from transformers import (
 )
 
 from auroralong_hf import RwkvWorldTokenizer, answer_generation_config, write_model_card
-from auroralong_hf.convert_auroralong import compose_auroralong, convert_auroralong_checkpoint
-from auroralong_hf.convert_rwkv6 import convert_rwkv6_checkpoint
+from auroralong_hf.convert.auroralong import compose_auroralong, convert_auroralong_checkpoint
+from auroralong_hf.convert.rwkv6 import convert_rwkv6_checkpoint
 from auroralong_hf.create_random import create_random, random_model
 
 STOP_ID = 261  # "\n\n" in the World vocabulary, written here once to check the derived value (0: "<|endoftext|>")

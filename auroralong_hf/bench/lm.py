@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
+from ..convert.rwkv6_layout import fla_to_blinkdl_state_dict
 from ..modeling.cache_rwkv6 import CACHE_NAME
 from ..modeling.configuration_rwkv6 import Rwkv6Config
 from ..modeling.modeling_rwkv6 import Rwkv6ForCausalLM
 from ..modeling.wkv6 import wkv6_chunked, wkv6_reference
-from .blinkdl import export_blinkdl_state_dict
 from .runner import (
     environment,
     format_seconds,
@@ -172,7 +172,7 @@ def measure_wkv(args) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the model (its BlinkDL export: .blinkdl)
+# the model (its BlinkDL export: convert.rwkv6_layout.fla_to_blinkdl_state_dict)
 
 
 def build_random_model(args):
@@ -274,7 +274,8 @@ def measure_prefill(model, args) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory(prefix="auroralong-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         pth = tmp / "random-finch.pth"
-        torch.save(export_blinkdl_state_dict(model), pth)
+        # fp32, as the `rwkv` package runs it below (strategy "cpu fp32")
+        torch.save(fla_to_blinkdl_state_dict({name: t.detach().float() for name, t in model.state_dict().items()}), pth)
         modes = ("0", "1") if args.rwkv_jit == "auto" else (args.rwkv_jit,)
         tried = [run_rwkv_package(pth, tokens[0].tolist(), jit, args, tmp) for jit in modes]
 

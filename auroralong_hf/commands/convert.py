@@ -1,5 +1,5 @@
 """`auroralong convert rwkv6 | auroralong | compose`: the command's arguments; the converters themselves
-(auroralong_hf/convert_rwkv6.py, auroralong_hf/convert_auroralong.py) import torch and load when it runs."""
+(auroralong_hf/convert/rwkv6.py, auroralong_hf/convert/auroralong.py) import torch and load when it runs."""
 
 import argparse
 import json
@@ -15,7 +15,6 @@ def add_arguments(parser) -> None:
     rwkv6.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                        help="dtype of the written weights (default: the source's)")
     rwkv6.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    rwkv6.set_defaults(convert=_convert_rwkv6)
 
     xtuner = kinds.add_parser(
         "auroralong", help="the released xtuner layout (RWKV-6 LLM at the root, visual_encoder/, projector/) -> one "
@@ -43,22 +42,25 @@ def add_arguments(parser) -> None:
                          help="dtype of the written weights (default: the sources')")
         sub.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
         sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
-        sub.set_defaults(convert=_convert_auroralong)
 
 
 def run(args) -> int:
-    return args.convert(args)
+    """Convert, then print the report: JSON for rwkv6; readable lines (or JSON with --json) for the others."""
+    from ..convert import auroralong, rwkv6
 
-
-def _convert_rwkv6(args) -> int:
-    from ..convert_rwkv6 import convert_rwkv6_checkpoint
-
-    report = convert_rwkv6_checkpoint(args.source, args.output, dtype=args.dtype, overwrite=args.overwrite)
-    print(json.dumps(report, indent=2, default=str))
+    if args.kind == "rwkv6":
+        report = rwkv6.convert_rwkv6_checkpoint(args.source, args.output, dtype=args.dtype, overwrite=args.overwrite)
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    if args.kind == "compose":
+        report = auroralong.compose_auroralong(
+            args.vision, args.language, args.output, token_kept_ratio=args.token_kept_ratio,
+            vision_layers=args.vision_layers, dtype=args.dtype, overwrite=args.overwrite, seed=args.seed,
+        )
+    else:
+        report = auroralong.convert_auroralong_checkpoint(
+            args.source, args.output, token_kept_ratio=args.token_kept_ratio, truncate_vision=args.truncate_vision,
+            dtype=args.dtype, overwrite=args.overwrite,
+        )
+    print(json.dumps(report, indent=2, default=str) if args.json else auroralong.format_report(report))
     return 0
-
-
-def _convert_auroralong(args) -> int:
-    from ..convert_auroralong import run_cli
-
-    return run_cli(args)

@@ -13,52 +13,44 @@ Two entry points:
 * `compose_auroralong`: a fresh model from a SigLIP vision checkpoint and any RWKV-6 checkpoint, the projector
   randomly initialised: the starting point of stage-1 training. Default S-ToMe settings.
 
-Every size comes from the sources' own config files and tensor shapes. Both write to a temporary sibling folder
-that is renamed at the end, so a failure leaves nothing half-written, and refuse a non-empty output folder unless
-``overwrite=True``.
+Every size comes from the sources' own config files and tensor shapes: the language model is read by `rwkv6`, the
+vision tower by `siglip`, the projector here. Both write to a temporary sibling folder that is renamed at the end, so
+a failure leaves nothing half-written, and refuse a non-empty output folder unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from pathlib import Path
 
 import torch
+from transformers.activations import ACT2FN
 
-from .convert_rwkv6 import (
-    _build_model,
-    _check_cast,
-    _check_floating,
-    _load_weight_files,
-    _read_json,
-    _resolve_dtype,
-    _weight_files,
-    detect_rwkv6_format,
-    load_rwkv6_checkpoint,
+from ..folder_metadata import answer_generation_config, read_license, write_model_card
+from ..folders import check_output_dir, write_folder_atomically
+from ..modeling.configuration_auroralong import AuroraLongConfig
+from ..modeling.configuration_siglip_tome import tokens_per_frame
+from ..modeling.modeling_auroralong import AuroraLongForConditionalGeneration, AuroraLongMultiModalProjector
+from ..processor_setup import processor_for_vision_config
+from .checkpoint_io import (
+    SUPPORTED_DTYPES,
+    build_model,
+    check_cast_overflow,
+    check_floating,
+    read_json,
+    read_weight_files,
+    require_folder,
+    require_weight_files,
+    resolve_dtype,
 )
-from .folders import check_output_dir, write_folder_atomically
+from .rwkv6 import detect_rwkv6_format, load_rwkv6_checkpoint
+from .siglip import read_siglip_folder, siglip_image_processor, siglip_tome_config, siglip_tower_state_dict
 
-# SigLIP vision geometry fields carried over from a source config.json (absent ones take SigLIP's defaults, as
-# transformers does when it reads such a file: older versions wrote only the non-default values).
-SIGLIP_VISION_FIELDS = (
-    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "image_size",
-    "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout",
-)
-SIGLIP_VISION_MODEL_TYPES = ("siglip_vision_model", "auroralong_siglip_tome")
 # The depth of the paper's tower (SigLIP-L/16-384 without its last layer): a visual_encoder/ of this depth is taken
 # as already truncated.
 TRUNCATED_SIGLIP_L_LAYERS = 23
 DEFAULT_TOKEN_KEPT_RATIO = 0.1
-# Preprocessing fields adopted from a vision folder's preprocessor_config.json.
-_IMAGE_PROCESSOR_FIELDS = (
-    "image_mean", "image_std", "resample", "rescale_factor", "do_rescale", "do_normalize", "do_resize",
-    "do_convert_rgb",
-)
-
-_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
-_VISION_PREFIX = "vision_model."
 _TOWER = "model.vision_tower."
 _PROJECTOR = "model.multi_modal_projector."
 _LANGUAGE = "model.language_model."
@@ -68,165 +60,17 @@ _LANGUAGE = "model.language_model."
 # Sources
 
 
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if not path.is_dir():
-        raise ValueError(f"{what} must be a folder: {path}")
-    return path
-
-
-def _weights_of(folder: Path, what: str) -> tuple[list[Path], str]:
-    files, kind = _weight_files(folder)
-    if not files:
-        found = sorted(p.name for p in folder.iterdir())
-        raise FileNotFoundError(
-            f"{what} has no weights in {folder} (no model.safetensors, pytorch_model.bin or a sharded index); "
-            f"found: {', '.join(found[:20]) if found else 'an empty folder'}."
-        )
-    return files, kind
-
-
-def _read_vision_folder(folder: Path, what: str) -> dict:
-    """A SigLIP vision checkpoint folder: its vision config fields, its tensors (names without `vision_model.`)
-    and what was set aside. A full SiglipModel folder gives its vision part."""
-    _require_dir(folder, what)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{what} has no config.json: {config_path} (needed for heads, epsilon, activation).")
-    config_json = _read_json(config_path)
-    model_type = config_json.get("model_type")
-    if model_type == "siglip":
-        vision_json = config_json.get("vision_config") or {}
-        if not isinstance(vision_json, dict):
-            raise ValueError(f"{config_path}: 'vision_config' is not an object.")
-    elif model_type in SIGLIP_VISION_MODEL_TYPES or model_type is None:
-        vision_json = config_json
-    else:
-        raise ValueError(
-            f"{config_path} has model_type {model_type!r}; expected a SigLIP vision model ('siglip_vision_model', "
-            "or a full 'siglip' model whose vision part is taken). Only SigLIP towers are supported."
-        )
-    fields = {name: vision_json[name] for name in SIGLIP_VISION_FIELDS if vision_json.get(name) is not None}
-
-    files, kind = _weights_of(folder, what)
-    raw = _load_weight_files(files, kind)
-    tensors: dict[str, torch.Tensor] = {}
-    shown: dict[str, str] = {}  # our name -> the source's name, for messages
-    text_tower: list[str] = []
-    prefixed = 0
-    for key, tensor in raw.items():
-        if key.startswith(_VISION_PREFIX):
-            name = key[len(_VISION_PREFIX):]
-            prefixed += 1
-        elif key.startswith("text_model.") or key in ("logit_scale", "logit_bias"):
-            text_tower.append(key)
-            continue
-        else:
-            name = key
-        if name in tensors:
-            raise ValueError(f"{folder}: tensor {name} is stored twice ({shown[name]} and {key}).")
-        tensors[name], shown[name] = tensor, key
-    return {
-        "path": folder, "config_path": config_path, "model_type": model_type, "fields": fields,
-        "tensors": tensors, "shown": shown, "text_tower": sorted(text_tower),
-        "weight_files": [f.name for f in files],
-        "key_prefix": _key_prefix(prefixed, len(tensors) - int("pos_emb" in tensors)),
-    }
-
-
-def _key_prefix(prefixed: int, total: int) -> str:
-    """How the vision tensors were named (`pos_emb`, an attribute of xtuner's encoder class, never has a prefix)."""
-    if prefixed and prefixed == total:
-        return _VISION_PREFIX
-    return "mixed" if prefixed else "none"
-
-
-def _vision_state_dict(source: dict, vision_config, notes: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
-    """Our tower's tensors (`model.vision_tower.` names) from a SigLIP source, layers past the config's depth
-    dropped. Raises ValueError naming missing tensors and shape mismatches; reports what it set aside."""
-    from accelerate import init_empty_weights
-
-    from .modeling.modeling_siglip_tome import SiglipToMeVisionModel
-
-    with init_empty_weights(include_buffers=False):
-        tower = SiglipToMeVisionModel(vision_config)
-    expected = {name: tuple(t.shape) for name, t in tower.state_dict().items()}
-    tensors, shown, path = dict(source["tensors"]), source["shown"], source["path"]
-    source_layers = source["source_layers"]
-    kept_layers = vision_config.num_hidden_layers
-
-    dropped: dict[str, list[str]] = {}
-    # xtuner's AuroraSigEncoder registers `pos_emb` (its copy of the position embedding, which its forward writes
-    # back into the embedding before every call): it is the effective position embedding when both are present.
-    if "pos_emb" in tensors:
-        pos_emb = tensors.pop("pos_emb")
-        name = "embeddings.position_embedding.weight"
-        if name not in tensors:
-            tensors[name] = pos_emb
-            notes.append(f"{path}: position embedding taken from 'pos_emb' (AuroraSigEncoder's copy).")
-        elif not torch.equal(tensors[name], pos_emb):
-            tensors[name] = pos_emb
-            notes.append(f"{path}: 'pos_emb' differs from {shown[name]}; using 'pos_emb', which the released "
-                         "encoder copies into the embedding before every forward.")
-        dropped["duplicate of the position embedding"] = [shown.get("pos_emb", "pos_emb")]
-    if "embeddings.position_ids" in tensors:
-        tensors.pop("embeddings.position_ids")
-        dropped["position_ids buffer (rebuilt by the model)"] = [shown["embeddings.position_ids"]]
-
-    beyond = sorted({int(m.group(1)) for k in tensors if (m := _LAYER.match(k))} - set(range(source_layers)))
-    if beyond:
-        raise ValueError(
-            f"{source['config_path']} says num_hidden_layers={source_layers} but the weights also hold layer(s) "
-            f"{', '.join(map(str, beyond))}: the config and the weights disagree."
-        )
-    kept: dict[str, torch.Tensor] = {}
-    unexpected = []
-    for name, tensor in tensors.items():
-        layer = _LAYER.match(name)
-        if layer and int(layer.group(1)) >= kept_layers:
-            dropped.setdefault(f"encoder.layers.{layer.group(1)}: past the truncated tower's {kept_layers} layers",
-                               []).append(shown[name])
-        elif name.startswith("head.") and name not in expected:
-            dropped.setdefault("attention-pooling head (unused by AuroraLong)", []).append(shown[name])
-        elif name in expected:
-            kept[name] = tensor
-        else:
-            unexpected.append(shown[name])
-    missing = sorted(name for name in expected if name not in kept)
-    if missing:
-        prefix = _VISION_PREFIX if source["key_prefix"] == _VISION_PREFIX else ""
-        raise ValueError(
-            f"{path} is not a complete SigLIP vision checkpoint for its config ({source_layers} layers, hidden "
-            f"{vision_config.hidden_size}): missing tensors ({len(missing)}): "
-            f"{', '.join(prefix + name for name in missing)}"
-        )
-    _check_floating({shown[name]: t for name, t in kept.items()}, path)
-    wrong = [f"{shown[name]} {tuple(t.shape)} (expected {expected[name]})"
-             for name, t in kept.items() if tuple(t.shape) != expected[name]]
-    if wrong:
-        raise ValueError(
-            f"{path}: tensors whose shapes do not match {source['config_path']} ({len(wrong)}): {'; '.join(wrong)}"
-        )
-    if unexpected:
-        notes.append(f"{path}: {len(unexpected)} unexpected tensor(s) not converted: {', '.join(sorted(unexpected))}")
-    if source["text_tower"]:
-        dropped["SigLIP text tower (a full SiglipModel folder; only its vision part is used)"] = source["text_tower"]
-    info = {"dropped": {why: sorted(names) for why, names in dropped.items()}, "unexpected": sorted(unexpected)}
-    return {_TOWER + name: t.contiguous() for name, t in kept.items()}, info
-
-
 def _read_projector(folder: Path, notes: list[str]) -> dict:
     """xtuner's ProjectorModel folder: Linear(vision->text), activation, Linear(text->text), weights `model.{0,2}.*`."""
     what = "The projector (xtuner ProjectorModel)"
-    _require_dir(folder, what)
+    require_folder(folder, what)
     config_path = folder / "config.json"
-    config_json = _read_json(config_path) if config_path.is_file() else {}
+    config_json = read_json(config_path) if config_path.is_file() else {}
     if not config_json:
         notes.append(f"{folder} has no config.json: projector sizes read from its tensors, activation 'gelu' and "
                      "bias as the tensors show (xtuner's defaults).")
-    files, kind = _weights_of(folder, what)
-    raw = _load_weight_files(files, kind)
+    files, kind = require_weight_files(folder, what)
+    raw = read_weight_files(files, kind)
     tensors = {(k[len("model."):] if k.startswith("model.") else k): (k, t) for k, t in raw.items()}
 
     depth = config_json.get("depth")
@@ -240,8 +84,6 @@ def _read_projector(folder: Path, notes: list[str]) -> dict:
     if bias is None:
         bias = "0.bias" in tensors
     act = config_json.get("hidden_act", "gelu")
-    from transformers.activations import ACT2FN
-
     if act not in ACT2FN:
         raise ValueError(f"{config_path}: unknown hidden_act {act!r}.")
     expected = ["0.weight", "2.weight"] + (["0.bias", "2.bias"] if bias else [])
@@ -262,7 +104,7 @@ def _read_projector(folder: Path, notes: list[str]) -> dict:
     for field, value in (("visual_hidden_size", vision_width), ("llm_hidden_size", text_width)):
         if config_json.get(field) not in (None, value):
             raise ValueError(f"{config_path} says {field}={config_json[field]} but the weights have {value}.")
-    _check_floating({key: t for name, (key, t) in tensors.items() if name in expected}, folder)
+    check_floating({key: t for name, (key, t) in tensors.items() if name in expected}, folder)
     sd = {_PROJECTOR + "linear_1.weight": w1, _PROJECTOR + "linear_2.weight": w2}
     if bias:
         b1, b2 = tensors["0.bias"][1], tensors["2.bias"][1]
@@ -285,8 +127,6 @@ def _read_language(source: Path) -> tuple[dict[str, torch.Tensor], object, str, 
 
 
 def _check_vocabulary(text_config, path) -> None:
-    from .modeling.configuration_auroralong import AuroraLongConfig
-
     top = max(AuroraLongConfig.image_token_id, AuroraLongConfig.video_token_id)
     if text_config.vocab_size <= top:
         raise ValueError(
@@ -362,47 +202,23 @@ def xtuner_switches(source_layers: int, num_patches: int, token_kept_ratio: floa
 def _target_dtype(dtype, sd: dict[str, torch.Tensor]) -> torch.dtype:
     """The dtype asked for, else the sources' most common floating dtype by parameter count."""
     if dtype is not None:
-        return _resolve_dtype(dtype, {})
+        return resolve_dtype(dtype, {})
     counts: Counter = Counter()
     for tensor in sd.values():
         if tensor.is_floating_point():
             counts[tensor.dtype] += tensor.numel()
     stored = counts.most_common(1)[0][0] if counts else torch.float32
-    return stored if stored in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
-
-
-def _image_processor(vision_dir: Path, image_size: int, notes: list[str]):
-    """SigLIP's preprocessing at the tower's input size, with the vision folder's preprocessor_config.json values."""
-    from transformers import SiglipImageProcessorPil
-
-    kwargs = {"size": {"height": image_size, "width": image_size}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
-    path = vision_dir / "preprocessor_config.json"
-    if path.is_file():
-        settings = _read_json(path)
-        kwargs.update({k: settings[k] for k in _IMAGE_PROCESSOR_FIELDS if settings.get(k) is not None})
-        size = settings.get("size")
-        if isinstance(size, dict) and {size.get("height"), size.get("width")} - {image_size}:
-            notes.append(f"{path} resizes to {size}; the tower takes {image_size}x{image_size}, which is used.")
-        kind = settings.get("image_processor_type")
-        if kind not in (None, "SiglipImageProcessor", "SiglipImageProcessorFast", "SiglipImageProcessorPil"):
-            notes.append(f"{path} is a {kind}; only its mean/std/resample/rescale settings are used.")
-    else:
-        notes.append(f"{vision_dir} has no preprocessor_config.json: SigLIP's preprocessing (bicubic resize to "
-                     f"{image_size}x{image_size}, mean = std = 0.5).")
-    return SiglipImageProcessorPil(**kwargs), (str(path) if path.is_file() else None)
+    return stored if stored in SUPPORTED_DTYPES else torch.float32
 
 
 def _write(output_dir: Path, config, sd: dict[str, torch.Tensor], target_dtype: torch.dtype, processor, *,
            summary: str, license: str | None, source) -> int:
     """Build the model from `sd` (no random init), cast, and write model + processor + generation config + model
     card (`summary`, `license`) atomically. `source` names the checkpoint(s) in errors."""
-    from .folder_metadata import answer_generation_config, write_model_card
-    from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
-
     config.dtype = target_dtype  # recorded in config.json by save_pretrained
-    model = _build_model(config, sd, AuroraLongForConditionalGeneration)
+    model = build_model(config, sd, AuroraLongForConditionalGeneration)
     model = model.to(target_dtype).eval()
-    _check_cast(model, target_dtype, source)
+    check_cast_overflow(model, target_dtype, source)
     model.generation_config = answer_generation_config(processor.tokenizer)
     num_parameters = sum(p.numel() for p in model.parameters())
 
@@ -413,12 +229,6 @@ def _write(output_dir: Path, config, sd: dict[str, torch.Tensor], target_dtype: 
 
     write_folder_atomically(output_dir, write)
     return num_parameters
-
-
-def _vision_config(fields: dict, **tome):
-    from .modeling.configuration_siglip_tome import SiglipToMeVisionConfig
-
-    return SiglipToMeVisionConfig(**{**fields, **tome})
 
 
 def _language_report(fmt: str, path, config, notes: list[str]) -> dict:
@@ -444,8 +254,6 @@ def _vision_report(source: dict, vision_config, info: dict) -> dict:
 
 
 def _finish_report(report: dict, output_dir: Path, target_dtype, vision_config, num_parameters: int) -> dict:
-    from .modeling.configuration_siglip_tome import tokens_per_frame
-
     report.update({
         "output_dir": str(output_dir),
         "dtype": str(target_dtype).removeprefix("torch."),
@@ -480,11 +288,11 @@ def convert_auroralong_checkpoint(
     FileExistsError for a non-empty output folder without `overwrite`; OSError naming the output folder when it
     cannot be written (read-only, disk full), nothing left behind.
     """
-    root = _require_dir(Path(source).expanduser().absolute(), "AuroraLong xtuner checkpoint")
+    root = require_folder(Path(source).expanduser().absolute(), "AuroraLong xtuner checkpoint")
     output_dir = check_output_dir(output_dir, overwrite)
     ratio = _check_ratio(token_kept_ratio)
     if dtype is not None:
-        _resolve_dtype(dtype, {})  # a bad dtype fails before any loading
+        resolve_dtype(dtype, {})  # a bad dtype fails before any loading
     vision_dir, projector_dir = root / "visual_encoder", root / "projector"
     for folder, what in ((vision_dir, "The vision tower (visual_encoder/)"), (projector_dir, "The projector")):
         if not folder.exists():
@@ -499,12 +307,13 @@ def convert_auroralong_checkpoint(
     notes: list[str] = []
 
     projector = _read_projector(projector_dir, notes)
-    vision = _read_vision_folder(vision_dir, "The vision tower (visual_encoder/)")
-    base = _vision_config(vision["fields"])
+    vision = read_siglip_folder(vision_dir, "The vision tower (visual_encoder/)")
+    base = siglip_tome_config(vision["fields"])
     vision["source_layers"] = base.num_hidden_layers
     tome, switches = xtuner_switches(base.num_hidden_layers, base.num_patches, ratio, truncate_vision)
-    vision_config = _vision_config(vision["fields"], **tome)
-    vision_sd, vision_info = _vision_state_dict(vision, vision_config, notes)
+    vision_config = siglip_tome_config(vision["fields"], **tome)
+    tower_sd, vision_info = siglip_tower_state_dict(vision, vision_config, notes)
+    vision_sd = {_TOWER + name: t for name, t in tower_sd.items()}
 
     language_sd, text_config, fmt, language_notes = _read_language(root)
     _check_vocabulary(text_config, root)
@@ -514,19 +323,14 @@ def convert_auroralong_checkpoint(
             raise ValueError(f"{projector_dir}: the projector's {field} is {projector[field]} but the "
                              f"{'vision tower' if field.startswith('visual') else 'language model'} has {ours}.")
 
-    from .modeling.configuration_auroralong import AuroraLongConfig
-    from .processor_setup import processor_for_vision_config
-
     config = AuroraLongConfig(vision_config=vision_config, text_config=text_config,
                               projector_hidden_act=projector["hidden_act"], projector_bias=projector["bias"],
                               tie_word_embeddings=text_config.tie_word_embeddings)
-    image_processor, preprocessor_path = _image_processor(vision_dir, vision_config.image_size, notes)
+    image_processor, preprocessor_path = siglip_image_processor(vision_dir, vision_config.image_size, notes)
     processor = processor_for_vision_config(vision_config, image_processor=image_processor)
 
     sd = {**vision_sd, **projector["sd"], **language_sd}
     target_dtype = _target_dtype(dtype, sd)
-    from .folder_metadata import read_license
-
     summary = (f"Converted by `auroralong convert auroralong` from the xtuner release layout `{root.name}` (the RWKV-6 "
                "LLM at its root, visual_encoder/, projector/); the released code's conventions are config switches.")
     num_parameters = _write(output_dir, config, sd, target_dtype, processor, summary=summary,
@@ -565,32 +369,29 @@ def compose_auroralong(
     prefix or not) and any RWKV-6 checkpoint (BlinkDL .pth, RWKV/v6-Finch-HF, fla): the projector randomly
     initialised by the model's own init (seeded), the tower as-is (or its first `vision_layers` layers), default
     S-ToMe settings (kept ratio `token_kept_ratio`, even schedule, proportional attention on, token 0 protected)."""
-    vision_dir = _require_dir(Path(vision).expanduser().absolute(), "SigLIP vision checkpoint")
+    vision_dir = require_folder(Path(vision).expanduser().absolute(), "SigLIP vision checkpoint")
     language_path = Path(language).expanduser().absolute()
     if not language_path.exists():
         raise FileNotFoundError(f"RWKV-6 checkpoint not found: {language_path}")
     output_dir = check_output_dir(output_dir, overwrite)
     ratio = _check_ratio(token_kept_ratio)
     if dtype is not None:
-        _resolve_dtype(dtype, {})
+        resolve_dtype(dtype, {})
     notes: list[str] = []
 
-    source = _read_vision_folder(vision_dir, "The SigLIP vision checkpoint")
-    base = _vision_config(source["fields"])
+    source = read_siglip_folder(vision_dir, "The SigLIP vision checkpoint")
+    base = siglip_tome_config(source["fields"])
     source["source_layers"] = base.num_hidden_layers
     layers = base.num_hidden_layers if vision_layers is None else int(vision_layers)
     if not 1 <= layers <= base.num_hidden_layers:
         raise ValueError(f"vision_layers must be in [1, {base.num_hidden_layers}] (the tower's depth), got {layers}.")
-    vision_config = _vision_config(source["fields"], num_hidden_layers=layers, token_kept_ratio=ratio,
+    vision_config = siglip_tome_config(source["fields"], num_hidden_layers=layers, token_kept_ratio=ratio,
                                    vision_use_head=False)
-    vision_sd, vision_info = _vision_state_dict(source, vision_config, notes)
+    tower_sd, vision_info = siglip_tower_state_dict(source, vision_config, notes)
+    vision_sd = {_TOWER + name: t for name, t in tower_sd.items()}
 
     language_sd, text_config, fmt, language_notes = _read_language(language_path)
     _check_vocabulary(text_config, language_path)
-
-    from .modeling.configuration_auroralong import AuroraLongConfig
-    from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration, AuroraLongMultiModalProjector
-    from .processor_setup import processor_for_vision_config
 
     config = AuroraLongConfig(vision_config=vision_config, text_config=text_config,
                               tie_word_embeddings=text_config.tie_word_embeddings)
@@ -601,12 +402,10 @@ def compose_auroralong(
         AuroraLongForConditionalGeneration._init_weights(_InitHost(config), projector)
     projector_sd = {_PROJECTOR + k: v for k, v in projector.state_dict().items()}
 
-    image_processor, preprocessor_path = _image_processor(vision_dir, vision_config.image_size, notes)
+    image_processor, preprocessor_path = siglip_image_processor(vision_dir, vision_config.image_size, notes)
     processor = processor_for_vision_config(vision_config, image_processor=image_processor)
     sd = {**vision_sd, **projector_sd, **language_sd}
     target_dtype = _target_dtype(dtype, {**vision_sd, **language_sd})
-    from .folder_metadata import read_license
-
     summary = (f"Composed by `auroralong convert compose` from the SigLIP tower `{vision_dir.name}` and the RWKV-6 "
                f"checkpoint `{language_path.name}`. The projector is RANDOMLY initialised (seed {seed}): train it "
                "(`auroralong train --stage pretrain`) before use.")
@@ -693,20 +492,4 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_cli(args) -> int:
-    """`auroralong convert auroralong` / `auroralong convert compose` (see cli.py)."""
-    import json
-
-    if args.kind == "compose":
-        report = compose_auroralong(args.vision, args.language, args.output, token_kept_ratio=args.token_kept_ratio,
-                                    vision_layers=args.vision_layers, dtype=args.dtype, overwrite=args.overwrite,
-                                    seed=args.seed)
-    else:
-        report = convert_auroralong_checkpoint(args.source, args.output, token_kept_ratio=args.token_kept_ratio,
-                                               truncate_vision=args.truncate_vision, dtype=args.dtype,
-                                               overwrite=args.overwrite)
-    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
-    return 0
-
-
-__all__ = ["compose_auroralong", "convert_auroralong_checkpoint", "format_report", "run_cli", "xtuner_switches"]
+__all__ = ["compose_auroralong", "convert_auroralong_checkpoint", "format_report", "xtuner_switches"]
