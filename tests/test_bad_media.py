@@ -15,7 +15,7 @@ from videos import write_video
 
 from auroralong_hf import processor_for_vision_config
 from auroralong_hf.cli import main
-from auroralong_hf.processing import image_io, processing_auroralong, video_io
+from auroralong_hf.processing import image_io, processing_auroralong, video_io, video_pyav
 from auroralong_hf.processing.video_io import plan_video, read_video
 
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
@@ -162,7 +162,7 @@ def test_frames_over_the_area_limit_are_refused_before_decoding(monkeypatch, tmp
     path = write_video(tmp_path / "clip.mp4", 4, size=(64, 48)).path
     monkeypatch.setattr(video_io, "MAX_FRAME_PIXELS", 64 * 48 - 1)
     decoded = []
-    monkeypatch.setattr(video_io, "_frame_to_rgb", lambda *a: decoded.append(1))
+    monkeypatch.setattr(video_pyav, "frame_to_rgb", lambda *a: decoded.append(1))
     message = (f"{path}: refused, its frames are 64x48 = 3,072 pixels, more than "
                "auroralong_hf.processing.video_io.MAX_FRAME_PIXELS = 3,071")
     with pytest.raises(ValueError, match=message):

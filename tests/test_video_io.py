@@ -29,7 +29,7 @@ from videos import (
     write_zero_frames,
 )
 
-from auroralong_hf.processing import video_io
+from auroralong_hf.processing import video_pyav
 from auroralong_hf.processing.video_io import (
     VideoFrames,
     frames_from_array,
@@ -39,6 +39,7 @@ from auroralong_hf.processing.video_io import (
     read_video,
     sample_frame_indices,
 )
+from auroralong_hf.processing.video_source import VideoSource
 
 HAS_DECORD = importlib.util.find_spec("decord") is not None
 LONG_FPS, LONG_SECONDS = 4, 600  # the 10-minute video: 2400 frames of 32 x 32
@@ -382,17 +383,17 @@ class _SeekSpy:
 @pytest.mark.parametrize("name", ["long", "long_mkv", "long_vfr", "x264", "webm", "avi", "mov"])
 def test_seeking_gives_the_same_frames(videos, name, monkeypatch):
     video = videos[name]
-    open_container, decode_pass = video_io._open_container, video_io._decode_pass
+    open_container, decode_pass = VideoSource.open, video_pyav.decode_pass
     seeks, passes = [], []
-    monkeypatch.setattr(video_io, "_open_container", lambda src: _SeekSpy(open_container(src), seeks, False))
-    monkeypatch.setattr(video_io, "_decode_pass", lambda *args: passes.append(args[3]) or decode_pass(*args))
+    monkeypatch.setattr(VideoSource, "open", lambda src: _SeekSpy(open_container(src), seeks, False))
+    monkeypatch.setattr(video_pyav, "decode_pass", lambda *args: passes.append(args[3]) or decode_pass(*args))
     jumps = 0
     for kwargs in (dict(num_frames=48), dict(fps=0.5), dict(num_frames=5, start=1.0, end=2.5)):
         seeks.clear()
-        monkeypatch.setattr(video_io, "_SEEK_MIN_PACKETS", 10 ** 9)
+        monkeypatch.setattr(video_pyav, "SEEK_MIN_PACKETS", 10 ** 9)
         sequential = read_video(video.path, **kwargs)
         assert not seeks
-        monkeypatch.setattr(video_io, "_SEEK_MIN_PACKETS", 1)  # jump whenever a keyframe lies ahead
+        monkeypatch.setattr(video_pyav, "SEEK_MIN_PACKETS", 1)  # jump whenever a keyframe lies ahead
         jumping = read_video(video.path, **kwargs)
         jumps += len(seeks)
         check(jumping, video, sequential.indices)
@@ -404,11 +405,11 @@ def test_seeking_gives_the_same_frames(videos, name, monkeypatch):
 def test_a_misplaced_seek_falls_back_to_sequential_decoding(videos, monkeypatch):
     video = videos["long"]
     expected = read_video(video.path, num_frames=20)
-    open_container, decode_pass = video_io._open_container, video_io._decode_pass
+    open_container, decode_pass = VideoSource.open, video_pyav.decode_pass
     seeks, passes = [], []
-    monkeypatch.setattr(video_io, "_open_container", lambda src: _SeekSpy(open_container(src), seeks, True))
-    monkeypatch.setattr(video_io, "_decode_pass", lambda *args: passes.append(args[3]) or decode_pass(*args))
-    monkeypatch.setattr(video_io, "_SEEK_MIN_PACKETS", 1)
+    monkeypatch.setattr(VideoSource, "open", lambda src: _SeekSpy(open_container(src), seeks, True))
+    monkeypatch.setattr(video_pyav, "decode_pass", lambda *args: passes.append(args[3]) or decode_pass(*args))
+    monkeypatch.setattr(video_pyav, "SEEK_MIN_PACKETS", 1)
     result = read_video(video.path, num_frames=20)
     assert seeks and passes == [True, False]
     check(result, video, expected.indices)
