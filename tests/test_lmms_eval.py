@@ -16,13 +16,8 @@ from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval
 from lmms_eval_runs import run_cli, samples, write_task
 from videos import write_video
 
-from auroralong_hf.lmms_eval_adapter import (
-    AuroraLongLmms,
-    AuroraLongLmmsChat,
-    chat_prompt,
-    keep_loglikelihood_pairs,
-    user_turn,
-)
+from auroralong_hf.eval.adapter import AuroraLongLmms, AuroraLongLmmsChat, chat_prompt, user_turn
+from auroralong_hf.eval.compat import keep_loglikelihood_pairs
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def test_cli_generation_with_the_chat_class(model_dir, tasks, tmp_path):
         "--model", "auroralong", "--model_args", f"pretrained={model_dir},device=cpu",
         "--tasks", "auroralong_synthetic_qa", "--include_path", str(tasks), "--log_samples",
     ], tmp_path)
-    assert results["config"]["model_backend"] == "auroralong_hf.lmms_eval_adapter.AuroraLongLmmsChat (chat)"
+    assert results["config"]["model_backend"] == "auroralong_hf.eval.adapter.AuroraLongLmmsChat (chat)"
     metrics = results["results"]["auroralong_synthetic_qa"]
     assert metrics["answered,none"] == pytest.approx(0.75)  # every document but the unreadable one
     rows = samples(tmp_path, "auroralong_synthetic_qa")
@@ -76,7 +71,7 @@ def test_cli_multiple_choice_and_generation_with_the_simple_class(model_dir, tas
         "--tasks", "auroralong_synthetic_mc,auroralong_synthetic_qa", "--include_path", str(tasks),
         "--batch_size", "2", "--log_samples",
     ], tmp_path)
-    assert results["config"]["model_backend"] == "auroralong_hf.lmms_eval_adapter.AuroraLongLmms (simple)"
+    assert results["config"]["model_backend"] == "auroralong_hf.eval.adapter.AuroraLongLmms (simple)"
     assert 0.0 <= results["results"]["auroralong_synthetic_mc"]["acc,none"] <= 1.0, output[-3000:]
     assert results["results"]["auroralong_synthetic_qa"]["answered,none"] == pytest.approx(0.75)
     rows = samples(tmp_path, "auroralong_synthetic_mc")
@@ -146,7 +141,7 @@ def test_loglikelihood_encodes_each_video_once_and_matches_a_full_forward(adapte
 def test_unreadable_video_has_no_score_is_marked_and_logged(adapter, tasks):
     from loguru import logger
 
-    from auroralong_hf.lmms_eval_scoring import failure_of
+    from auroralong_hf.eval.scoring import failure_of
 
     adapter.task_dict = {"t": {"test": [{"video": str(tasks / "broken.mp4")}]}}
     requests = [request("loglikelihood", ("Q?", c, lambda doc: [doc["video"]], 0, "t", "test")) for c in "AB"]
@@ -297,11 +292,11 @@ def test_entry_point_manifest_is_registered():
     assert manifest.chat_class_path.endswith("AuroraLongLmmsChat")
     code = textwrap.dedent("""
         import sys
-        from auroralong_hf.lmms_eval_manifest import auroralong_manifest
-        assert "auroralong_hf.lmms_eval_adapter" not in sys.modules
+        from auroralong_hf.eval.manifest import auroralong_manifest
+        assert "auroralong_hf.eval.adapter" not in sys.modules
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert Path(entry.module.replace(".", "/") + ".py").name == "lmms_eval_manifest.py"
+    assert entry.module == "auroralong_hf.eval.manifest"
 
 
 def test_a_broken_lmms_eval_install_is_reported_with_its_cause(tasks, model_dir, tmp_path):

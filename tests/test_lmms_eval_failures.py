@@ -7,7 +7,7 @@ from lmms_eval.api.instance import Instance  # the test extra installs lmms-eval
 from lmms_eval_runs import run_cli, samples, write_task
 from videos import write_video
 
-from auroralong_hf.lmms_eval_adapter import AuroraLongLmms, chat_prompt, user_turn
+from auroralong_hf.eval.adapter import AuroraLongLmms, chat_prompt, user_turn
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_placeholders_in_task_text_do_not_multiply(tiny_auroralong_folder):
     broken = user_turn("What?", ["/v.mp4"])
     broken.visuals.append(broken.visuals[0])
     with pytest.raises(ValueError, match="1 image/video placeholder.* for 2 visual"):
-        model.prefill(broken, model.sampling)
+        model.answerer.prefill(broken, model.sampling)
 
 
 def test_a_multi_round_document_that_fails(tiny_auroralong_folder, tasks):

@@ -314,7 +314,7 @@ def test_tome_viz(corpus):
 
 def test_lmms_eval_adapter_streams_upright_pixels(tiny_auroralong_folder, corpus, monkeypatch):
     pytest.importorskip("lmms_eval")
-    from auroralong_hf.lmms_eval_adapter import AuroraLongLmms, user_turn
+    from auroralong_hf.eval.adapter import AuroraLongLmms, user_turn
 
     adapter = AuroraLongLmms(pretrained=str(tiny_auroralong_folder), device="cpu", max_new_tokens=2)
     calls = []

@@ -1,10 +1,10 @@
 """Scores that cannot be silently wrong: lmms-eval's scoring of documents AuroraLong could not answer.
 
 A document fails when its image or video cannot be read, or when answering it raised (a bad prompt, a bad visual
-description): the adapter then answers "" (generation) or NaN for every choice (log-likelihood), logs an error
-naming the task, the document and the reason, and marks the document's requests. lmms-eval would score those
-answers like any other: an all-NaN (or all-inf) choice list makes its `argmin` pick choice 0, so every failed
-document whose answer is choice 0 counted as correct. `score_failed_documents` hooks lmms-eval's per-document
+description): the adapter (eval/adapter.py) then answers "" (generation) or NaN for every choice (log-likelihood),
+logs an error naming the task, the document and the reason, and marks the document's requests. lmms-eval would
+score those answers like any other: an all-NaN (or all-inf) choice list makes its `argmin` pick choice 0, so every
+failed document whose answer is choice 0 counted as correct. `score_failed_documents` hooks lmms-eval's per-document
 scoring so that a failed document
 
 - scores the worst value of every numeric metric: 0 where higher is better, +inf where lower is better, NaN where
@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from lmms_eval import evaluator
 from loguru import logger
 
 FAILURE_ATTRIBUTE = "auroralong_failure"  # set on a failed document's lmms-eval Instances: the reason, a string
@@ -54,8 +55,6 @@ def score_failed_documents() -> None:
     evaluator calls for every document after the model has answered; documents without a failure mark are
     scored exactly as before (plus `unreadable_docs` = 0).
     """
-    from lmms_eval import evaluator
-
     process = evaluator._process_document_results
     if getattr(process, "scores_failed_documents", False):
         return

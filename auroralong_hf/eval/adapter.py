@@ -1,9 +1,12 @@
 """AuroraLong in lmms-eval: `--model auroralong` (chat class by default, the simple class with `--force_simple`).
 
-Every document is answered the way AuroraLong reads a video of any length: the sandwich prompt's text before a
-visual is fed to the RNN, the video is decoded `chunk_frames` frames at a time and streamed through the S-ToMe
-tower into the state, then the rest of the prompt. Rows of a batch are prefilled one at a time (constant memory,
-whatever the video lengths) and decoded together from their stacked states.
+This module is the glue only: it unpacks lmms-eval's requests into prompts, turns a task's settings into video
+sampling and generation options, applies the failure policy and holds the two model classes lmms-eval builds. The
+answering itself is `auroralong_hf.answering.Answerer` (no lmms-eval in it), which calls the streaming engine:
+every document is answered the way AuroraLong reads a video of any length, the sandwich prompt's text before a
+visual fed to the RNN, the video decoded `chunk_frames` frames at a time and streamed through the S-ToMe tower into
+the state, then the rest of the prompt. Rows of a batch are prefilled one at a time (constant memory, whatever the
+video lengths) and decoded together from their stacked states.
 
 - `generate_until`: greedy unless the task asks for sampling; stops at the task's `until` strings, at "\\n\\n"
   (AuroraLong's end of turn) and at `max_new_tokens`. Requests are grouped by identical generation settings.
@@ -26,9 +29,12 @@ LLaVA-style prompts write them) are dropped: the visuals are placed by the chat 
 Failed documents: one whose image or video cannot be read, or whose answering raises, never ends the run and never
 counts as correct. It is answered "" (NaN for every choice of a log-likelihood request), an error in the log names
 the task, the document and the reason, and after each request type a summary counts them. Model arg `on_failure`:
-"wrong" (default) scores them as wrong (lmms_eval_scoring.py: the worst value of every numeric metric, and the
+"wrong" (default) scores them as wrong (eval/scoring.py: the worst value of every numeric metric, and the
 `unreadable_docs` metric in the results counts them); "fail" ends the evaluation after the model has answered every
 request, with an error naming each failed document, before anything is scored.
+
+lmms-eval is an optional extra (`pip install -e '.[eval]'`): it is imported here at the top, and nothing in the
+package imports this module; lmms-eval finds the classes through the entry point (eval/manifest.py).
 """
 
 from __future__ import annotations
@@ -37,21 +43,21 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
+from lmms_eval.protocol import ChatMessages
 from loguru import logger
 from PIL import Image
 from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from .lmms_eval_scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
-from .modeling.cache_rwkv6 import Rwkv6Cache
-from .modeling.streaming import DEFAULT_CHUNK_FRAMES
-from .processing import processing_auroralong
-from .processing.image_io import load_image
-from .processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
+from ..answering import Answerer, Prompt, UnreadableVisual, Visual
+from ..modeling.streaming import DEFAULT_CHUNK_FRAMES
+from ..processing.processing_auroralong import remove_placeholders
+from .compat import check_lmms_eval_runtime, keep_loglikelihood_pairs
+from .scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp"}
 # generation_kwargs keys that choose the frames of a task's videos (read here, not passed to generate)
@@ -60,77 +66,6 @@ GENERATE_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k",
 # Keys lmms-eval tasks set for other models; dropped without a warning.
 IGNORED_KEYS = ("until", "image_aspect_ratio", "modalities")
 FAILURE_POLICIES = ("wrong", "fail")
-
-
-# The lmms-eval release this adapter is written and tested against (pyproject.toml's `eval` extra pins it).
-TESTED_LMMS_EVAL = "0.7.3"
-# Modules lmms-eval imports only once an evaluation has started, after the model is built; a failure there ends the
-# run with exit status 0 and no results, so they are imported here first and a failure is reported with its cause.
-LMMS_EVAL_LATE_IMPORTS = {
-    "filelock._api": "lmms-eval 0.7.3 patches it at the start of every evaluation; filelock 4 removed it "
-                     "(pip install 'filelock>=3.16.1,<4', as the eval extra does)",
-}
-
-
-def check_lmms_eval_runtime() -> None:
-    """Fail now, with the reason, where lmms-eval would fail later without one.
-
-    Raises ImportError naming the module, why lmms-eval needs it and the fix; logs a warning when the installed
-    lmms-eval is not the tested release.
-    """
-    import importlib
-    from importlib.metadata import version
-
-    installed = version("lmms-eval")
-    if installed != TESTED_LMMS_EVAL:
-        logger.warning(f"auroralong: lmms-eval {installed} is installed; this adapter is tested with "
-                       f"{TESTED_LMMS_EVAL} (pip install -e '.[eval]').")
-    for module, why in LMMS_EVAL_LATE_IMPORTS.items():
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            message = f"auroralong: lmms-eval {installed} cannot run an evaluation here: it imports {module}, " \
-                      f"which fails ({error}). {why}."
-            logger.error(message)
-            raise ImportError(message) from error
-
-
-def keep_loglikelihood_pairs() -> None:
-    """Compatibility fix for lmms-eval 0.7.3, applied only where it is needed (checked by behaviour).
-
-    Its evaluator passes every model output through `unwrap_generation_output`, which turns anything that is not
-    text into `str(output)`: the `(logprob, is_greedy)` pairs of `loglikelihood` reach `process_results` as
-    strings like "(-1.5, False)" and every loglikelihood / multiple-choice task fails ("too many values to
-    unpack"), for every model. The wrapper passes such pairs through unchanged and leaves all else to lmms-eval.
-    """
-    from lmms_eval import evaluator
-    unwrap = evaluator.unwrap_generation_output
-    if getattr(unwrap, "keeps_loglikelihood_pairs", False) or unwrap((-1.5, False))[0] == (-1.5, False):
-        return
-
-    def unwrap_keeping_pairs(output):
-        if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], float) and \
-                isinstance(output[1], bool):
-            return output, None
-        return unwrap(output)
-
-    unwrap_keeping_pairs.keeps_loglikelihood_pairs = True
-    evaluator.unwrap_generation_output = unwrap_keeping_pairs
-
-
-@dataclass
-class Visual:
-    """One image or video of a prompt, and the part of it to read."""
-
-    source: object  # a path, or a PIL image
-    is_image: bool
-    end_frame: int | None = None  # MovieChat-1K breakpoint: the last frame (index in the file) that may be read
-    start: float | None = None  # seconds
-    end: float | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.source) if isinstance(self.source, (str, os.PathLike)) else type(self.source).__name__
 
 
 def as_visual(item) -> Visual:
@@ -146,15 +81,6 @@ def as_visual(item) -> Visual:
                     f"breakpoint dict {{'video_path': ..., 'timestep': ...}}")
 
 
-@dataclass
-class Prompt:
-    """A conversation to continue: messages in AuroraLong's chat format (content blocks of type text / video /
-    image) and the visuals of its blocks, in order."""
-
-    messages: list[dict]
-    visuals: list[Visual] = field(default_factory=list)
-
-
 def user_turn(text: str, visuals: Iterable) -> Prompt:
     """A task's text and visuals -> one user turn (placeholder tags in the text are dropped: one block per visual)."""
     visuals = [as_visual(item) for item in visuals]
@@ -165,8 +91,6 @@ def user_turn(text: str, visuals: Iterable) -> Prompt:
 
 def chat_prompt(messages) -> Prompt:
     """lmms-eval chat messages (dicts or its pydantic ChatMessage) -> `Prompt`."""
-    from lmms_eval.protocol import ChatMessages
-
     parsed = ChatMessages(messages=[m.model_dump() if hasattr(m, "model_dump") else m for m in messages])
     converted, visuals = [], []
     for message in parsed.messages:
@@ -190,10 +114,6 @@ def _is_webm(block) -> bool:
     """lmms-eval's chat tasks file a .webm path under audio (by its extension); for AuroraLong it is a video."""
     url = getattr(block, "url", None)
     return block.type == "audio" and isinstance(url, str) and url.lower().endswith(".webm")
-
-
-class UnreadableVisual(Exception):
-    """A document's image or video could not be read (the message names the file and the reason)."""
 
 
 class AuroraLongLmms(lmms):
@@ -236,8 +156,6 @@ class AuroraLongLmms(lmms):
     ) -> None:
         super().__init__()
         check_lmms_eval_runtime()
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
         if unknown:
             raise TypeError(f"auroralong: unknown model argument(s) {sorted(unknown)}; see {type(self).__name__}'s "
                             "docstring for the arguments it takes.")
@@ -278,6 +196,7 @@ class AuroraLongLmms(lmms):
         ).to(self._device).eval()
         self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
+        self.answerer = Answerer(self.model, self.processor, self.chunk_frames)
         self.sampling = {"fps": self.processor.fps, "num_frames": self.processor.num_frames,
                          "max_frames": self.processor.max_frames}
         model_args = {"fps": fps, "num_frames": num_frames, "max_frames_num": max_frames_num}
@@ -316,7 +235,7 @@ class AuroraLongLmms(lmms):
                     except Exception as error:  # noqa: BLE001 - one document never ends the run
                         self._fail([requests[i]], error)
                         answers[i] = ""
-                texts, failures = self._answer(prompts, gen_kwargs)
+                texts, failures = self.answerer.answer(prompts, *self._generation_settings(gen_kwargs))
                 for row, (i, text) in enumerate(zip(batch, texts, strict=True)):
                     answers[i] = text
                     if row in failures:
@@ -344,10 +263,10 @@ class AuroraLongLmms(lmms):
                 else:
                     context, _, doc_to_visual, doc_id, task, split = args
                     prompt = self._simple_prompt(context, doc_to_visual, doc_id, task, split)
-                scores = self.score(prompt, continuations)
+                scores = self.answerer.score(prompt, continuations, self.sampling)
             except Exception as error:  # noqa: BLE001 - one document never ends the run
                 self._fail([requests[i] for i in indices], error)
-                scores = [(math.nan, False)] * len(indices)  # no score; lmms_eval_scoring makes it a wrong one
+                scores = [(math.nan, False)] * len(indices)  # no score; eval/scoring.py makes it a wrong one
             for i, result in zip(indices, scores, strict=True):
                 results[i] = result
             progress.update(len(indices))
@@ -360,114 +279,33 @@ class AuroraLongLmms(lmms):
         answers = []
         for request in tqdm(requests, disable=self.rank != 0, desc="auroralong generate_until_multi_round"):
             try:
-                answers.append(self.converse(*self._conversation(request)))
+                answers.append(self._converse(*self._conversation(request)))
             except Exception as error:  # noqa: BLE001 - one document never ends the run
                 self._fail([request], error)
                 answers.append([""])
         self._report_failures("generate_until_multi_round", failed_before)
         return answers
 
-    # -- AuroraLong ---------------------------------------------------------------------------------------------
+    # -- answering (auroralong_hf.answering) ------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(self, prompts: list[Prompt], gen_kwargs: dict) -> list[str]:
-        """Answer each prompt ("" for a prompt that cannot be answered, with an error in the log): prefill one at a
-        time, decode the answerable ones together."""
-        answers, failures = self._answer(prompts, gen_kwargs)
+        """Answer each prompt with a task's generation settings ("" for a prompt that cannot be answered, with an
+        error in the log): prefill one at a time, decode the answerable ones together."""
+        answers, failures = self.answerer.answer(prompts, *self._generation_settings(gen_kwargs))
         for row, error in failures.items():
             logger.error(f"auroralong: prompt {row}: answering with an empty string: {error}")
         return answers
 
-    @torch.no_grad()
-    def _answer(self, prompts: list[Prompt], gen_kwargs: dict) -> tuple[list[str], dict[int, Exception]]:
-        """`generate`'s answers and, by row, the errors of the prompts answered "" (nothing is logged here)."""
-        sampling, options, stops = self._generation_settings(gen_kwargs)
-        rows, states, last_ids, failures = [], [], [], {}
-        for row, prompt in enumerate(prompts):
-            try:
-                state, last_id = self.prefill(prompt, sampling)
-            except Exception as error:  # noqa: BLE001 - one prompt never ends the batch
-                failures[row] = error
-                continue
-            rows.append(row)
-            states.append(state)
-            last_ids.append(last_id)
-        answers = [""] * len(prompts)
-        if rows:
-            for row, text in zip(rows, self._decode(states, last_ids, options, stops), strict=True):
-                answers[row] = text
-        return answers, failures
-
-    @torch.no_grad()
-    def score(self, prompt: Prompt, continuations: list[str]) -> list[tuple[float, bool]]:
-        """(mean negative log-likelihood per token, is greedy) of each continuation after the prompt's
-        "Assistant:"; the prompt and its video are encoded once. A continuation is the answer text: a leading space
-        is added when it has none, as the chat format writes "Assistant: " + answer. Raises UnreadableVisual (or
-        ValueError for a prompt whose placeholders and visuals disagree)."""
-        state, last_id = self.prefill(prompt, self.sampling)
-        targets = [self.tokenizer.encode(c if c[:1].isspace() else " " + c) for c in continuations]
-        scores = self.model.score_continuations(state, last_id, targets)
-        return [(-total / max(len(target), 1), greedy) for (total, greedy), target in zip(scores, targets, strict=True)]
-
-    @torch.no_grad()
-    def converse(self, first: Prompt, next_turn, gen_kwargs: dict) -> list[str]:
-        """A multi-round conversation on one state: answer `first`, then `next_turn(answers, info, round_idx)`
-        -> (the next Prompt or None to stop, info), feeding every answer and turn onto the same state. A round
-        whose visual cannot be read ends the conversation with an empty answer (logged); other errors raise."""
-        sampling, options, stops = self._generation_settings(gen_kwargs)
-        answers, info, prompt, state = [], None, first, None
-        while prompt is not None:
-            try:
-                state, last_id = self.prefill(prompt, sampling, state)
-            except UnreadableVisual as error:
-                if not answers:
-                    raise  # nothing answered: the document failed
-                logger.error(f"auroralong: ending the conversation with an empty answer: {error}")
-                answers.append("")
-                break
-            answer = self._decode([state], [last_id], options, stops)[0]  # decodes a copy
-            answers.append(answer)
-            # the answer as the chat format writes it: "Assistant:" + " " + answer + the stop string
-            self.model.feed(state, torch.tensor([[last_id, *self.tokenizer.encode(f" {answer}{STOP_STRING}")]],
-                                                device=self.device))
-            prompt, info = next_turn(answers, info, len(answers))
+    def _converse(self, first: Prompt, next_turn, gen_kwargs: dict) -> list[str]:
+        """`Answerer.converse` with a task's settings; a later round whose visual cannot be read ends the
+        conversation with an empty answer, logged."""
+        answers, error = self.answerer.converse(first, next_turn, *self._generation_settings(gen_kwargs))
+        if error is not None:
+            logger.error(f"auroralong: ending the conversation with an empty answer: {error}")
         return answers
 
-    def prefill(self, prompt: Prompt, sampling: dict, state: Rwkv6Cache | None = None) -> tuple[Rwkv6Cache, int]:
-        """Feed the prompt (rendered with the sandwich chat template, ending in "Assistant:") into `state` (a new
-        one by default) through the model's streaming prefill; returns the state and the prompt's last token id,
-        left unfed so that decoding starts from it. Raises UnreadableVisual."""
-        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True)
-        found = len(placeholder_kinds(text))
-        if found != len(prompt.visuals):  # before any file is opened: the prompt itself is wrong
-            raise ValueError(f"the prompt has {found} image/video placeholder(s) for {len(prompt.visuals)} visual(s) "
-                             f"({', '.join(v.name for v in prompt.visuals) or 'none'})")
-        videos, images = [], []
-        for visual in prompt.visuals:
-            try:
-                if visual.is_image:
-                    # a large image is reduced as it is decoded, as the processor does with a path
-                    images.append(load_image(visual.source, max_pixels=processing_auroralong.DECODE_MAX_PIXELS))
-                else:
-                    window = {"start": visual.start, "end": visual.end}
-                    if visual.end_frame is not None:
-                        window["end"] = self._frame_time(visual)
-                    videos.append(self.processor.plan_video(visual.source, **sampling, **window))
-            except (OSError, ValueError, TypeError) as error:  # FileNotFoundError is an OSError
-                message = str(error) if visual.name in str(error) else f"{visual.name}: {error}"
-                raise UnreadableVisual(message) from error
-        inputs = self.processor(text=text, videos=videos or None, images=images or None)
-        ids = inputs["input_ids"].to(self.device)
-        try:
-            state = self.model.prefill(ids[:, :-1], pixel_values_videos=inputs.get("pixel_values_videos"),
-                                       pixel_values=inputs.get("pixel_values"), cache=state,
-                                       chunk_frames=self.chunk_frames)
-        except (OSError, ValueError) as error:  # a video that fails part-way through decoding
-            raise UnreadableVisual(str(error)) from error
-        return state, int(ids[0, -1])
-
     def _fail(self, requests: list[Instance], error: Exception) -> None:
-        """Record, mark (for lmms_eval_scoring) and log a document that could not be answered."""
+        """Record, mark (for eval/scoring.py) and log a document that could not be answered."""
         request = requests[0]
         reason = str(error) if isinstance(error, UnreadableVisual) else f"{type(error).__name__}: {error}"
         self.failed_documents.append((request.task_name, request.doc_id, reason))
@@ -489,30 +327,9 @@ class AuroraLongLmms(lmms):
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _frame_time(visual: Visual) -> float:
-        """Seconds from the first frame to frame `end_frame` (MovieChat-1K counts its breakpoints in frames)."""
-        from .processing.video_io import probe_video
-
-        _, times = probe_video(visual.source)
-        if visual.end_frame < 0:
-            raise ValueError(f"breakpoint timestep {visual.end_frame} is negative")
-        return times[min(visual.end_frame, len(times) - 1)] - times[0]
-
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
-
-    def _decode(self, states: list[Rwkv6Cache], last_ids: list[int], options: dict, stops: list[str]) -> list[str]:
-        """Generate from prefilled states (decoded together) and cut each answer at its first stop string."""
-        input_ids = torch.tensor([[token] for token in last_ids], device=self.device)
-        output = self.model.generate(input_ids, cache=Rwkv6Cache.stack(states), stop_strings=stops,
-                                     tokenizer=self.tokenizer, **options)
-        answers = []
-        for text in self.processor.post_process_image_text_to_text(output[:, 1:]):
-            cut = min((text.find(stop) for stop in stops if stop in text), default=len(text))
-            answers.append(text[:cut].strip())
-        return answers
 
     def _generation_settings(self, gen_kwargs: dict) -> tuple[dict, dict, list[str]]:
         """A task's generation_kwargs -> (video sampling, generate() options, stop strings)."""
