@@ -6,16 +6,17 @@ groups), and the visiting order (a line through the tokens' centroids in output 
 token to the last, the token indices written at the centroids when there are few enough).
 
 Input: an image Pillow opens (upright by its EXIF orientation; a multi-frame GIF counts as a video, its frames taken
-evenly by index) or a video (read like the processor reads it: display rotation, colour tags, damaged packets), up
-to `--frames` frames evenly spaced in time. Frames are preprocessed as SigLIP's image
-processor does: bicubic resize to the config's square image_size, scale to [0, 1], normalise with mean = std = 0.5.
+evenly by index) or a video, up to `--frames` frames evenly spaced in time. Images and videos are read, and frames
+preprocessed, by the processor a tower of this config gets (`processor_for_vision_config`: display rotation, colour
+tags, damaged packets, large frames scaled down; SigLIP's bicubic resize to the config's square image_size, scale
+to [0, 1], normalise with mean = std = 0.5), and the resized frames it feeds the tower are the ones drawn.
 
-Matplotlib draws through its Agg canvas only (no pyplot, no display); the PNG is written atomically.
+Matplotlib draws through its Agg canvas only (no pyplot, no display); the PNG is written atomically. The command's
+options: auroralong_hf/commands/tome_viz.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -23,6 +24,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .modeling.configuration_siglip_tome import tokens_per_frame
+from .processing.image_io import upright
+from .processing.processing_auroralong import AuroraLongProcessor
+from .processor_setup import processor_for_vision_config
 
 # The random encoder without --model: SigLIP-L's 384/16 patch grid (576 patches) and the paper's 23 layers (so the
 # merge schedule is the real one: 23 or 22 merges per layer, 58 tokens left at ratio 0.1), tiny widths.
@@ -48,21 +56,17 @@ def even_indices(total: int, count: int) -> list[int]:
     return sorted({round(i * (total - 1) / (count - 1)) for i in range(count)})
 
 
-def load_frames(path, max_frames: int = 4):
-    """Frames of an image or video file: (list of RGB PIL images, info dict with kind, total_frames, indices).
+def load_frames(path, max_frames: int = 4, *, processor: AuroraLongProcessor | None = None):
+    """Frames of an image or video file as shown: ([F, H, W, 3] uint8, info dict with kind, total_frames, indices).
 
-    Images are read upright by their EXIF orientation (processing/image_io.py); a multi-frame image gives
-    `even_indices` of its frames. Videos are read by processing/video_io.py (display rotation, each frame's colour
-    matrix and range, damaged packets): `max_frames` frames evenly spaced in time.
+    An image and a video are read by `processor` (default `processor_for_vision_config()`; reading does not depend
+    on the tower): an image upright by its EXIF orientation, a video with its display rotation, each frame's colour
+    matrix and range and damaged packets handled, `max_frames` frames evenly spaced in time, either scaled down when
+    larger than 4K. A multi-frame image gives `even_indices` of its frames by index, each turned upright.
 
     Raises FileNotFoundError for a missing file and ValueError (naming the file and why) for one that is neither an
     image Pillow reads nor a video PyAV decodes, or a media file without a video stream.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from .processing.image_io import load_image, upright
-    from .processing.processing_auroralong import DECODE_MAX_PIXELS
-
     path = Path(path)
     if max_frames < 1:
         raise ValueError(f"--frames must be at least 1, got {max_frames}.")
@@ -70,6 +74,8 @@ def load_frames(path, max_frames: int = 4):
         raise FileNotFoundError(f"{path}: no such file.")
     if path.is_dir():
         raise ValueError(f"{path}: is a directory, not an image or video file.")
+    if processor is None:
+        processor = processor_for_vision_config()
 
     try:
         with Image.open(path) as image:
@@ -78,48 +84,27 @@ def load_frames(path, max_frames: int = 4):
             frames = []
             for index in indices if total > 1 else ():
                 image.seek(index)
-                frames.append(upright(image))
+                frames.append(np.asarray(upright(image)))
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path}: refused, the image is too large to decode safely: {error}") from None
     except UnidentifiedImageError as image_error:
-        return _load_video_frames(path, max_frames, str(image_error))
+        return _load_video_frames(path, max_frames, str(image_error), processor)
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # Pillow knew the format but could not decode it
         raise ValueError(f"{path}: cannot read this image (corrupt or truncated?): {error}") from error
-    if total == 1:  # read as the processor reads an image: a large one reduced while it is decoded
-        frames = [load_image(path, max_pixels=DECODE_MAX_PIXELS)]
-    kind = "image" if total == 1 else "animated image"
-    return frames, {"kind": kind, "total_frames": total, "indices": indices}
+    if total == 1:
+        return processor.load_image(path), {"kind": "image", "total_frames": total, "indices": indices}
+    return np.stack(frames), {"kind": "animated image", "total_frames": total, "indices": indices}
 
 
-def _load_video_frames(path: Path, max_frames: int, pillow_reason: str):
-    from PIL import Image
-
-    from .processing.processing_auroralong import DECODE_MAX_PIXELS
-    from .processing.video_io import read_video
-
+def _load_video_frames(path: Path, max_frames: int, pillow_reason: str, processor: AuroraLongProcessor):
     try:
-        video = read_video(path, num_frames=max_frames, max_pixels=DECODE_MAX_PIXELS)
+        video = processor.load_video(path, num_frames=max_frames)
     except ValueError as error:
         if "cannot open as a video" in str(error):
             raise ValueError(f"{path}: neither an image Pillow reads ({pillow_reason}) nor a video PyAV opens: "
                              f"{error}") from error
         raise
-    frames = [Image.fromarray(frame) for frame in video.frames]
-    return frames, {"kind": "video", "total_frames": video.metadata.num_frames, "indices": list(video.indices)}
-
-
-def preprocess(frames, image_size) -> tuple:
-    """SigLIP preprocessing: ([F, 3, H, W] float32 tensor normalised to [-1, 1], [F, H, W, 3] uint8 resized frames)."""
-    import torch
-    from PIL import Image
-
-    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    resized = np.stack([
-        np.asarray(frame.convert("RGB").resize((width, height), Image.Resampling.BICUBIC), dtype=np.uint8)
-        for frame in frames
-    ])
-    pixels = (resized.astype(np.float32) / 255.0 - 0.5) / 0.5
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), resized
+    return video.frames, {"kind": "video", "total_frames": video.metadata.num_frames, "indices": list(video.indices)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -294,20 +279,18 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
     Returns a report: output, source, frames used, token counts, ratio, sort. Raises FileExistsError when `output`
     is a directory.
     """
-    import torch
-
-    from .modeling.configuration_siglip_tome import tokens_per_frame
-
     if Path(output).is_dir():  # checked first: os.replace would fail only after the model has run
         raise FileExistsError(f"{output}: exists and is a directory; -o/--output names the PNG file to write "
                               f"(e.g. {Path(output) / 'tome.png'})")
-    pictures, info = load_frames(path, frames)
     if model is None:
         model, source = build_model(model_dir, token_kept_ratio=token_kept_ratio, sort=sort, seed=seed)
     else:
         source = type(model).__name__
     config = model.config
-    pixel_values, resized = preprocess(pictures, config.image_size)
+    processor = processor_for_vision_config(config)
+    pictures, info = load_frames(path, frames, processor=processor)
+    resized = processor.resize_frames(pictures)  # [F, S, S, 3] uint8: what the tower sees, and what is drawn
+    pixel_values = processor.normalize_frames(resized)
     with torch.inference_mode():
         out = model(pixel_values=pixel_values.to(model.dtype), output_merge_sources=True)
     sources = out.merge_sources.cpu().numpy()
@@ -342,35 +325,4 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
     }
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("input", help="an image (anything Pillow reads) or a video (anything PyAV decodes)")
-    parser.add_argument("-o", "--output", required=True, help="the PNG to write (replaced atomically)")
-    parser.add_argument("--token-kept-ratio", type=float, default=None,
-                        help="fraction of the patches kept, in (0, 1] (default: the model config's; 0.1 without "
-                             "--model)")
-    parser.add_argument("--model", help="a save_pretrained folder of a SigLIP / S-ToMe vision tower; absent: a "
-                                        "random tiny encoder on the real 384/16 patch grid")
-    parser.add_argument("--frames", type=int, default=4, help="frames drawn, taken evenly from a video (default 4)")
-    parser.add_argument("--sort", choices=["ascending", "descending", "none", "random"], default=None,
-                        help="token order after each merge (default: the config's, ascending)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args) -> int:
-    """`auroralong tome-viz`: draw, then print where (or one JSON object with --json)."""
-    report = tome_viz(args.input, args.output, token_kept_ratio=args.token_kept_ratio, model_dir=args.model,
-                      frames=args.frames, sort=args.sort, seed=args.seed)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        frames = ", ".join(str(i) for i in report["frame_indices"])
-        print(f"{report['output']}: {len(report['frame_indices'])} frame(s) of {report['input']} (index {frames} of "
-              f"{report['total_frames']}), {report['tokens_per_frame']} tokens per frame from {report['num_patches']} "
-              f"patches (token_kept_ratio {report['token_kept_ratio']:g}, sort {report['sort']}); {report['model']}")
-    return 0
-
-
-__all__ = [
-    "add_arguments", "build_model", "even_indices", "load_frames", "merge_groups", "preprocess", "run", "tome_viz",
-]
+__all__ = ["build_model", "even_indices", "load_frames", "merge_groups", "tome_viz"]

@@ -12,19 +12,23 @@ caller caps it, as `auroralong describe --max-frames` does). Both limits are mod
 Text follows the "sandwich" prompt of the paper (the instruction, the visual tokens, the instruction again); each
 `<video>` / `<image>` placeholder is expanded to one run of `tokens_per_frame` placeholder tokens per frame, the count
 the vision tower's S-ToMe schedule yields.
+
+Each step is a public method, for callers that build inputs themselves (the training collator, `tome-viz`):
+decoding (`load_video`, `load_image`, `sample_frames`), preprocessing (`resize_frames`, `normalize_frames`,
+`preprocess_frames`), placeholder expansion (`encode_text`) and batching (`pad_input_ids`, `pad_videos`).
 """
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BatchFeature, ProcessorMixin
+from transformers import BatchEncoding, BatchFeature, ProcessorMixin
 
 from .image_io import load_image
-from .video_io import VideoFrames, VideoPlan, frames_from_array, load_video, plan_video
+from .video_io import VideoFrames, VideoPlan, frames_from_array, load_video, plan_video, sample_frame_indices
 
 LITERAL_MARK = "\u2063"  # INVISIBLE SEPARATOR: marks a placeholder tag that a user typed as text
 
@@ -69,6 +73,8 @@ SAMPLING_ARGUMENTS = ("fps", "num_frames", "max_frames", "start", "end", "includ
 # Tokenizer arguments a transformers caller (apply_chat_template, pipelines) may pass along; World adds no special
 # tokens, so add_special_tokens has nothing to do
 _TOKENIZER_ARGUMENTS = ("padding_side", "return_attention_mask", "add_special_tokens")
+# The arguments of the frame choice alone (video_io's sample_frame_indices), without decoding's backend and strictness
+_FRAME_CHOICE = ("fps", "num_frames", "max_frames", "start", "end", "include_last_frame")
 _MARK = "\x00"
 # Pixels: frames and images larger than this (4K UHD) are scaled down while they are decoded (video_io's max_pixels,
 # image_io's), to at most this many pixels, before the SigLIP resize; up to 4K nothing changes (the SigLIP resize
@@ -304,13 +310,15 @@ class AuroraLongProcessor(ProcessorMixin):
             data["pixel_values_videos"] = lazy if stream else self._video_tensor(lazy, frame_counts)
             data["video_frame_counts"] = torch.tensor(frame_counts)
         if image_list:
-            data["pixel_values"] = torch.cat([self.preprocess_frames(self._image_array(image)) for image in image_list])
+            data["pixel_values"] = torch.cat([self.preprocess_frames(self.load_image(image)) for image in image_list])
 
         counts = iter(frame_counts)
-        ids = [self._encode(t, counts) for t in texts]
-        encoding = self.tokenizer.pad({"input_ids": ids}, padding=padding, **tokenizer_kwargs)
+        ids = [self.encode_text(t, [next(counts) for _ in range(placeholder_kinds(t).count("video"))]) for t in texts]
+        encoding = self.pad_input_ids(ids, padding=padding, **tokenizer_kwargs)
         return BatchFeature(data={**encoding, **data}, tensor_type=return_tensors,
                             skip_tensor_conversion=["pixel_values_videos"] if stream else None)
+
+    # -- decoding: videos and images into frames, with this processor's sampling and pixel limits -----------------
 
     def plan_video(self, video, **sampling) -> "LazyVideo":
         """One video with this processor's sampling (overridable per call), planned but not decoded. A lazy video
@@ -324,6 +332,117 @@ class AuroraLongProcessor(ProcessorMixin):
         """Decode and sample one video with this processor's settings (overridable per call); frames larger than
         `DECODE_MAX_PIXELS` come out scaled down (see there)."""
         return load_video(video, **self._sampling(sampling))
+
+    @staticmethod
+    def load_image(image) -> np.ndarray:
+        """One image -> [1, H, W, 3] uint8, as `__call__` reads its images: a PIL image, path or open binary file
+        upright by its EXIF orientation (one read from a file larger than `DECODE_MAX_PIXELS` scaled down while it is
+        decoded), or an [H, W, C] / [C, H, W] uint8 array or tensor.
+
+        Raises FileNotFoundError for a missing path and ValueError naming the file for one Pillow cannot read."""
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            return frames_from_array(image[None]).frames
+        return frames_from_array([load_image(image, max_pixels=DECODE_MAX_PIXELS)]).frames
+
+    def sample_frames(self, timestamps: Sequence[float], **sampling) -> list[int]:
+        """The indices of the frames that this processor's sampling picks from frames shown at `timestamps`
+        (seconds, display order): video_io's `sample_frame_indices` with this processor's fps, num_frames,
+        max_frames and include_last_frame, each overridable per call (and start / end). Frames without times, such
+        as image files forming one video, pass their positions and fps=None (num_frames, max_frames and
+        include_last_frame still apply)."""
+        unknown = set(sampling) - set(_FRAME_CHOICE)
+        if unknown:
+            raise TypeError(f"Unknown frame sampling argument(s): {sorted(unknown)}; sample_frames takes "
+                            f"{', '.join(_FRAME_CHOICE)}.")
+        settings = self._sampling(sampling)
+        return sample_frame_indices(timestamps, **{key: settings[key] for key in _FRAME_CHOICE if key in settings})
+
+    # -- preprocessing: frames into pixel values ----------------------------------------------------------------
+
+    def resize_frames(self, frames) -> np.ndarray:
+        """[F, H, W, 3] uint8 frames (an array, or a sequence of [H, W, 3] arrays) -> [F, S, S, 3] uint8: the
+        pictures the vision tower sees, before rescaling: padded to a square first with `pad_to_square`, then
+        resized by the image processor (SigLIP: bicubic to S x S)."""
+        images = [Image.fromarray(frame) for frame in frames]
+        if self.pad_to_square:
+            images = [self._pad_to_square(image) for image in images]
+        resized = self.image_processor(images, do_rescale=False, do_normalize=False)["pixel_values"]
+        return np.stack([np.moveaxis(image, 0, -1) for image in resized])
+
+    def normalize_frames(self, resized: np.ndarray) -> torch.Tensor:
+        """[F, S, S, 3] uint8 from `resize_frames` -> pixel values [F, 3, S, S] float32: the image processor's
+        rescale to [0, 1] and normalisation (SigLIP: mean = std = 0.5, so [-1, 1])."""
+        pixels = self.image_processor(resized, do_resize=False, input_data_format="channels_last", return_tensors="pt")
+        return pixels["pixel_values"]
+
+    def preprocess_frames(self, frames) -> torch.Tensor:
+        """[F, H, W, 3] uint8 -> [F, 3, S, S] float32: `resize_frames` (optional pad to square, resize), then
+        `normalize_frames` (rescale, normalise)."""
+        return self.normalize_frames(self.resize_frames(frames))
+
+    # -- text: placeholders expanded into token ids ----------------------------------------------------------------
+
+    def encode_text(self, text: str, video_frame_counts: Sequence[int] = ()) -> list[int]:
+        """One prompt -> token ids, each placeholder expanded to the ids the model fills with visual features: a
+        `<video>` to `video_placeholder_ids` of its frame count (`video_frame_counts` holds one per `<video>`, in
+        order), an `<image>` to one run of `tokens_per_frame` image token ids. The text around them goes through the
+        tokenizer; a tag that `apply_chat_template` marked as typed text is encoded as the plain bytes of the tag.
+
+        Raises ValueError when `video_frame_counts` does not hold one count per `<video>` of the text."""
+        videos = placeholder_kinds(text).count("video")
+        if len(video_frame_counts) != videos:
+            raise ValueError(f"The text has {videos} <video> placeholder(s) but {len(video_frame_counts)} video frame "
+                             "count(s) were given.")
+        counts = iter(video_frame_counts)
+        ids = []
+        for position, piece in enumerate(_PLACEHOLDER.split(text)):  # text, kind, text, kind, ..., text
+            if position % 2:
+                if piece == "video":
+                    ids += self.video_placeholder_ids(next(counts))
+                else:
+                    ids += [self.image_token_id] * self.tokens_per_frame
+                continue
+            for inner, part in enumerate(_LITERAL_TAG.split(piece)):
+                if inner % 2:
+                    ids += self.tokenizer.encode_bytes(f"<{part}>".encode())
+                elif part:
+                    ids += self.tokenizer.encode(part, add_special_tokens=False)
+        return ids
+
+    def video_placeholder_ids(self, num_frames: int) -> list[int]:
+        """The ids of one `<video>` of `num_frames` frames: a run of `tokens_per_frame` video token ids per frame,
+        the frame separator's ids between runs."""
+        run = [self.video_token_id] * self.tokens_per_frame
+        separator = []
+        if self.frame_separator:
+            separator = self.tokenizer.encode(self.frame_separator, add_special_tokens=False)
+        ids = list(run)
+        for _ in range(num_frames - 1):
+            ids += separator + run
+        return ids
+
+    # -- batching: encoded samples and videos padded into one batch ------------------------------------------------
+
+    def pad_input_ids(self, input_ids: Sequence[Sequence[int]], **kwargs) -> BatchEncoding:
+        """Rows of token ids (`encode_text`'s) -> `input_ids` / `attention_mask` [B, L], padded with id 0 on the
+        tokenizer's side, the left by default (an RNN reading a prompt followed by padding would carry the padding
+        in its state). kwargs: the tokenizer's `pad` arguments (padding, padding_side, return_attention_mask,
+        return_tensors)."""
+        return self.tokenizer.pad({"input_ids": list(input_ids)}, **kwargs)
+
+    @staticmethod
+    def pad_videos(videos: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Decoded videos [F_i, 3, S, S] (`preprocess_frames`' pixel values; at least one) -> the model's video
+        inputs: `pixel_values_videos` [V, F_max, 3, S, S] in their dtype, zero frames after each video's end, and
+        `video_frame_counts` [V] (int64). `__call__(stream_videos=False)` builds the same layout from planned videos,
+        filling it chunk by chunk instead of holding each video twice."""
+        if not videos:
+            raise ValueError("pad_videos needs at least one video.")
+        counts = [video.shape[0] for video in videos]
+        longest = max(counts)
+        padded = [torch.nn.functional.pad(video, (0, 0, 0, 0, 0, 0, 0, longest - video.shape[0])) for video in videos]
+        return {"pixel_values_videos": torch.stack(padded),
+                "video_frame_counts": torch.tensor(counts, dtype=torch.long)}
 
     def _video_tensor(self, videos: list, frame_counts: list[int]) -> torch.Tensor:
         """Planned videos -> [V, F_max, 3, S, S] float32, zero frames after each video's end, filled chunk by chunk.
@@ -355,17 +474,7 @@ class AuroraLongProcessor(ProcessorMixin):
                 begin += chunk.shape[0]
         return pixels
 
-    def preprocess_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """[F, H, W, 3] uint8 -> [F, 3, S, S] float: optional pad to square, resize, rescale, normalise."""
-        images = [Image.fromarray(frame) for frame in frames]
-        if self.pad_to_square:
-            images = [self._pad_to_square(image) for image in images]
-        return self.image_processor(images, return_tensors="pt")["pixel_values"]
-
-    def video_placeholder(self, num_frames: int) -> str:
-        """The expansion of one `<video>` with `num_frames` frames: one run of tokens per frame."""
-        separator = self.frame_separator or ""
-        return separator.join([self.video_token * self.tokens_per_frame] * num_frames)
+    # -- decoding generated ids, prompts ------------------------------------------------------------------------
 
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)
@@ -423,44 +532,6 @@ class AuroraLongProcessor(ProcessorMixin):
                 "return_attention_mask and return_tensors."
             )
         return sampling, tokenizer_kwargs
-
-    def _encode(self, text: str, frame_counts: Iterator[int]) -> list[int]:
-        """One prompt -> ids: text pieces through the tokenizer, each placeholder expanded to its run of ids, a tag
-        marked as typed text encoded as the plain bytes of the tag."""
-        ids = []
-        for position, piece in enumerate(_PLACEHOLDER.split(text)):  # text, kind, text, kind, ..., text
-            if position % 2:
-                if piece == "video":
-                    ids += self.video_placeholder_ids(next(frame_counts))
-                else:
-                    ids += [self.image_token_id] * self.tokens_per_frame
-                continue
-            for inner, part in enumerate(_LITERAL_TAG.split(piece)):
-                if inner % 2:
-                    ids += self.tokenizer.encode_bytes(f"<{part}>".encode())
-                elif part:
-                    ids += self.tokenizer.encode(part, add_special_tokens=False)
-        return ids
-
-    def video_placeholder_ids(self, num_frames: int) -> list[int]:
-        """The ids of one `<video>` of `num_frames` frames: a run of `tokens_per_frame` video token ids per frame,
-        the frame separator's ids between runs."""
-        run = [self.video_token_id] * self.tokens_per_frame
-        separator = []
-        if self.frame_separator:
-            separator = self.tokenizer.encode(self.frame_separator, add_special_tokens=False)
-        ids = list(run)
-        for _ in range(num_frames - 1):
-            ids += separator + run
-        return ids
-
-    @staticmethod
-    def _image_array(image) -> np.ndarray:
-        """An image (PIL, path, open file: upright by its EXIF orientation; or an [H, W, C] / [C, H, W] array)
-        -> [1, H, W, 3] uint8."""
-        if isinstance(image, (np.ndarray, torch.Tensor)):
-            return frames_from_array(image[None]).frames
-        return frames_from_array([load_image(image, max_pixels=DECODE_MAX_PIXELS)]).frames
 
     def _pad_to_square(self, image: Image.Image) -> Image.Image:
         side = max(image.size)

@@ -48,16 +48,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return add_run_arguments(parser)
 
 
+class RandomVideoCollator(ConversationCollator):
+    """`ConversationCollator` whose records' one video each is `frames` random frames [frames, 3, S, S] in [-1, 1]
+    (drawn from `generator`, record by record) instead of a decoded file: no media is read or checked."""
+
+    def __init__(self, processor, frames: int, image_size: int, generator: torch.Generator):
+        super().__init__(processor)
+        self.frames, self.image_size, self.generator = frames, image_size, generator
+
+    def load_media(self, record, messages) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        shape = (self.frames, 3, self.image_size, self.image_size)
+        return [torch.rand(shape, generator=self.generator).mul_(2).sub_(1)], []
+
+
 def synthetic_train_batch(processor, batch_size: int, frames: int, image_size: int, seed: int) -> dict:
     """A batch as `ConversationCollator` makes it for `batch_size` one-video conversations (the question, then
     TRAIN_ANSWER): the collator's own encoding and padding, with random frames in [-1, 1] in place of decoded
     videos. input_ids / attention_mask / labels [B, L] (labels on the answer only), pixel_values_videos
     [B, F, 3, S, S], video_frame_counts [B]."""
-    g = torch.Generator().manual_seed(seed)
-    collator = ConversationCollator(processor)
-    # the collator's _media decodes the record's files; here each record's one video is random pixels instead
-    collator._media = lambda record, messages: (
-        [torch.rand(frames, 3, image_size, image_size, generator=g).mul_(2).sub_(1)], [])
+    collator = RandomVideoCollator(processor, frames, image_size, torch.Generator().manual_seed(seed))
     records = [{"id": f"synthetic-{k}", "video": "synthetic.mp4", "conversations": [
         {"from": "human", "value": f"<video>\n{DESCRIBE_QUESTION}"}, {"from": "gpt", "value": TRAIN_ANSWER}]}
         for k in range(batch_size)]

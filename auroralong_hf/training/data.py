@@ -18,7 +18,9 @@ Media blocks name their file under their type or "path"; bare blocks ({"type": "
 A file row in neither format is a ValueError naming the file and line.
 
 `load_conversations` reads the file into a `datasets.Dataset` (no media is touched); `ConversationCollator` turns a
-list of records into a batch, decoding the media lazily with the processor's own sampling and preprocessing.
+list of records into a batch. What is about conversations is here (turns, labels, media paths, bad samples); what is
+about model inputs is the processor's, through its public methods: decoding with its sampling and pixel limits,
+preprocessing, placeholder expansion and padding, so a batch holds what the processor would make of the same media.
 
 Media: "video" is a path (or a list of paths, one `<video>` each); "frames" is a list of image paths forming ONE
 video (one `<video>`; no timestamps, so the processor's `fps` does not apply but its `num_frames`, `max_frames` and
@@ -28,8 +30,8 @@ video (one `<video>`; no timestamps, so the processor's `fps` does not apply but
 Text: each human turn becomes a user message whose `<video>` / `<image>` tags are removed from the text and become
 `{"type": "video"}` / `{"type": "image"}` blocks (in tag order; a chat message's media blocks come first, its text
 blocks join with newlines); gpt turns become assistant messages; the processor's
-sandwich chat template renders them, and the placeholders are expanded exactly as the processor expands them
-(one run of `tokens_per_frame` tokens per frame, `frame_separator` between frames).
+sandwich chat template renders them, and the processor expands the placeholders (`encode_text`: one run of
+`tokens_per_frame` tokens per frame, `frame_separator` between frames).
 
 Tags as public data sets write them: LLaVA-Video-178K and LLaVA-OneVision tag the video of a `"video"` record with
 `<image>` (``{"video": "a.mp4", "conversations": [{"from": "human", "value": "<image>\\nWhat happens?"}, ...]}``).
@@ -56,6 +58,7 @@ With DataLoader workers, each worker counts in its own copy.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import Counter
@@ -65,8 +68,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..processing.image_io import load_image
-from ..processing.processing_auroralong import DECODE_MAX_PIXELS, STOP_STRING, placeholder_kinds, remove_placeholders
+from ..processing.processing_auroralong import STOP_STRING, placeholder_kinds, remove_placeholders
 from . import DEFAULT_MAX_LENGTH
 
 if TYPE_CHECKING:
@@ -75,7 +77,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-PAD_ID = 0
 ROLES = {"human": "user", "gpt": "assistant"}
 ANSWER_PREFIX = "Assistant:"
 STOP = STOP_STRING
@@ -139,8 +140,6 @@ def load_conversations(data_file: str | os.PathLike) -> datasets.Dataset:
 
 def _read_rows(path: Path):
     """(where, record) for each record of a JSON list or JSON Lines file; `where` is "line N" or "record N"."""
-    import json
-
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -240,31 +239,40 @@ class ConversationCollator:
         """Tokenise one record and load its media; BadSampleError (a ValueError) for bad data."""
         if not isinstance(record, dict):
             raise BadSampleError(None, "bad_record", f"a record must be a dict, got {type(record).__name__}")
-        sample_id = record.get("id")
         if record.get("conversations") is None and record.get("messages") is not None:
             record = chat_media_to_top_level(record)
         messages = self.to_messages(record)
-        videos, images = self._media(record, messages)
-        frame_counts = iter([video.shape[0] for video in videos])
-        tokenizer = self.processor.tokenizer
+        videos, images = self.load_media(record, messages)
+        input_ids, labels = self.encode_messages(messages, [video.shape[0] for video in videos])
+        return EncodedSample(record.get("id"), input_ids, labels, videos, images)
+
+    def encode_messages(self, messages: list[dict], video_frame_counts: list[int]) -> tuple[list[int], list[int]]:
+        """(input_ids, labels) of checked messages (`to_messages`) whose videos have these frame counts, in order:
+        each message rendered alone by the processor's chat template, a user message's placeholders expanded by the
+        processor (`encode_text`), labels on the answers only (see the module docstring)."""
+        processor = self.processor
+        counts = iter(video_frame_counts)
         input_ids, labels = [], []
 
-        def add(text: str, labelled: bool):
-            ids = tokenizer.encode(text, add_special_tokens=False)
+        def add(ids: list[int], labelled: bool):
             input_ids.extend(ids)
             labels.extend(ids if labelled else [IGNORE_INDEX] * len(ids))
 
+        def encode(text: str) -> list[int]:
+            return processor.tokenizer.encode(text, add_special_tokens=False)
+
         for message in messages:
-            rendered = self.processor.apply_chat_template([message], add_generation_prompt=False, tokenize=False)
+            rendered = processor.apply_chat_template([message], add_generation_prompt=False, tokenize=False)
             if message["role"] == "assistant":
                 if not (rendered.startswith(ANSWER_PREFIX) and rendered.endswith(STOP)):
                     raise RuntimeError(f"Unexpected rendering of an answer by the chat template: {rendered!r}")
-                add(ANSWER_PREFIX, False)
-                add(rendered[len(ANSWER_PREFIX):-len(STOP)], True)
-                add(STOP, True)
+                add(encode(ANSWER_PREFIX), False)
+                add(encode(rendered[len(ANSWER_PREFIX):-len(STOP)]), True)
+                add(encode(STOP), True)
             else:
-                add(self._expand(rendered, frame_counts), False)
-        return EncodedSample(sample_id, input_ids, labels, videos, images)
+                videos = placeholder_kinds(rendered).count("video")
+                add(processor.encode_text(rendered, [next(counts) for _ in range(videos)]), False)
+        return input_ids, labels
 
     def to_messages(self, record) -> list[dict]:
         """The record's conversation (LLaVA "conversations" or chat "messages") as chat messages for the template,
@@ -315,8 +323,10 @@ class ConversationCollator:
                                  f"the last turn is from {expected_names[0]!r}: it has no answer")
         return messages
 
-    def _media(self, record, messages) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Check the placeholder counts against the record's media, then decode and preprocess the media."""
+    def load_media(self, record, messages) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The record's videos [F, 3, S, S] and images [3, S, S], decoded and preprocessed by the processor, after
+        checking its media against the placeholders of `messages` (`to_messages`; LLaVA-Video's `<image>` tags of
+        a video record are turned into video blocks here). BadSampleError for a mismatch or an unusable file."""
         sample_id = record.get("id")
         video_paths = _as_paths(record.get("video"), sample_id, "video")
         frames = record.get("frames")
@@ -346,10 +356,10 @@ class ConversationCollator:
                     f"{tags[kind]} <{kind}> tag(s) in the conversation but {given} {kind}(s) in the record",
                 )
 
-        videos = [self._load_video(path, sample_id) for path in video_paths]
+        videos = [self._video(path, sample_id) for path in video_paths]
         if frames is not None:
-            videos.append(self._load_frames(frames, sample_id))
-        images = [self._load_image(path, sample_id)[0] for path in image_paths]
+            videos.append(self._frame_files(frames, sample_id))
+        images = [self._image(self._resolve(path, sample_id), sample_id)[0] for path in image_paths]
         return videos, images
 
     def _resolve(self, path: str, sample_id) -> Path:
@@ -363,7 +373,8 @@ class ConversationCollator:
             raise BadSampleError(sample_id, "missing_media", f"media file not found: {resolved}")
         return resolved
 
-    def _load_video(self, path: str, sample_id) -> torch.Tensor:
+    def _video(self, path: str, sample_id) -> torch.Tensor:
+        """[F, 3, S, S] pixel values of one video file, sampled by the processor."""
         resolved = self._resolve(path, sample_id)
         try:
             frames = self.processor.load_video(str(resolved)).frames
@@ -371,56 +382,37 @@ class ConversationCollator:
             raise BadSampleError(sample_id, "unreadable_media", f"cannot read video {resolved}: {error}") from error
         return self.processor.preprocess_frames(frames)
 
-    def _load_frames(self, paths: list[str], sample_id) -> torch.Tensor:
-        from ..processing.video_io import sample_frame_indices
-
+    def _frame_files(self, paths: list[str], sample_id) -> torch.Tensor:
+        """[F, 3, S, S] pixel values of image files forming one video: every path is checked, only the frames that
+        the processor's sampling picks (no timestamps, so its fps does not apply) are opened."""
         resolved = [self._resolve(path, sample_id) for path in paths]
-        processor = self.processor
-        picked = sample_frame_indices(
-            [float(k) for k in range(len(resolved))], fps=None, num_frames=processor.num_frames,
-            max_frames=processor.max_frames, include_last_frame=processor.include_last_frame,
-        )
-        return torch.cat([self._load_image(resolved[k], sample_id) for k in picked])
+        picked = self.processor.sample_frames([float(k) for k in range(len(resolved))], fps=None)
+        return torch.cat([self._image(resolved[k], sample_id) for k in picked])
 
-    def _load_image(self, path, sample_id) -> torch.Tensor:
-        """[1, 3, H, W] pixel values of one image file, upright by its EXIF orientation."""
-        resolved = self._resolve(path, sample_id) if isinstance(path, str) else path
+    def _image(self, resolved: Path, sample_id) -> torch.Tensor:
+        """[1, 3, S, S] pixel values of one image file, read as the processor reads images (upright by its EXIF
+        orientation, a huge one reduced while it is decoded)."""
         try:
-            image = load_image(resolved, max_pixels=DECODE_MAX_PIXELS)  # no full-size copy of a huge image
+            image = self.processor.load_image(resolved)
         except (ValueError, OSError) as error:
             raise BadSampleError(sample_id, "unreadable_media", f"cannot read image {resolved}: {error}") from error
-        return self.processor.preprocess_frames([_as_array(image)])
-
-    def _expand(self, text: str, frame_counts) -> str:
-        """Placeholders -> the processor's runs of visual tokens (videos take the next frame count in order)."""
-        processor = self.processor
-        image_run = processor.image_token * processor.tokens_per_frame
-        pieces = text.split(processor.video_token)
-        text = pieces[0] + "".join(processor.video_placeholder(next(frame_counts)) + piece for piece in pieces[1:])
-        return text.replace(processor.image_token, image_run)
+        return self.processor.preprocess_frames(image)
 
     # -- the batch -----------------------------------------------------------------------------------------------
 
     def pad(self, samples: list[EncodedSample]) -> dict[str, torch.Tensor]:
-        """Left-pad encoded samples into one batch."""
-        length = max(len(sample.input_ids) for sample in samples)
-        batch_size = len(samples)
-        input_ids = torch.full((batch_size, length), PAD_ID, dtype=torch.long)
-        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
-        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
+        """Encoded samples -> one batch: input_ids / attention_mask left padded by the processor, labels padded
+        alike with IGNORE_INDEX, videos padded by the processor, images stacked."""
+        batch = dict(self.processor.pad_input_ids([sample.input_ids for sample in samples], padding_side="left",
+                                                  return_tensors="pt"))
+        length = batch["input_ids"].shape[1]
+        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
         for row, sample in enumerate(samples):
-            n = len(sample.input_ids)
-            input_ids[row, length - n:] = torch.tensor(sample.input_ids, dtype=torch.long)
-            attention_mask[row, length - n:] = 1
-            labels[row, length - n:] = torch.tensor(sample.labels, dtype=torch.long)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+            labels[row, length - len(sample.labels):] = torch.tensor(sample.labels, dtype=torch.long)
+        batch["labels"] = labels
         videos = [video for sample in samples for video in sample.videos]
         if videos:
-            longest = max(video.shape[0] for video in videos)
-            batch["pixel_values_videos"] = torch.stack(
-                [torch.nn.functional.pad(video, (0, 0, 0, 0, 0, 0, 0, longest - video.shape[0])) for video in videos]
-            )
-            batch["video_frame_counts"] = torch.tensor([video.shape[0] for video in videos], dtype=torch.long)
+            batch.update(self.processor.pad_videos(videos))
         images = [image for sample in samples for image in sample.images]
         if images:
             batch["pixel_values"] = torch.stack(images)
@@ -501,12 +493,6 @@ def _as_paths(value, sample_id, key: str) -> list[str]:
     if not isinstance(paths, (list, tuple)) or not all(isinstance(path, str) and path for path in paths):
         raise BadSampleError(sample_id, "bad_record", f"'{key}' must be a path or a list of paths, got {value!r}")
     return list(paths)
-
-
-def _as_array(image):
-    import numpy as np
-
-    return np.asarray(image, dtype=np.uint8)
 
 
 __all__ = [
