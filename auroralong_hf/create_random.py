@@ -61,18 +61,14 @@ def size_configs(size: str) -> dict[str, dict]:
 
 
 def random_config(size: str, token_kept_ratio: float | None = None):
-    """The `AuroraLongConfig` of a named size (see SIZES); `token_kept_ratio` overrides the tower's."""
-    from huggingface_hub.errors import StrictDataclassError
-
+    """The `AuroraLongConfig` of a named size (see SIZES); `token_kept_ratio` overrides the tower's
+    (`SiglipToMeVisionConfig.set_token_kept_ratio`: ValueError outside (0, 1])."""
     from .modeling.configuration_auroralong import AuroraLongConfig
 
-    kwargs = size_configs(size)
+    config = AuroraLongConfig(**size_configs(size))
     if token_kept_ratio is not None:
-        kwargs["vision_config"].update(token_kept_ratio=token_kept_ratio, tome_r=None)
-    try:
-        return AuroraLongConfig(**kwargs)
-    except StrictDataclassError as error:  # e.g. a kept ratio outside (0, 1]: a ValueError for the command line
-        raise ValueError(str(error)) from error
+        config.vision_config.set_token_kept_ratio(token_kept_ratio)
+    return config
 
 
 def random_model(size: str, *, seed: int = 0, dtype: str = "float32", token_kept_ratio: float | None = None):

@@ -1,5 +1,8 @@
 """`auroralong describe [VIDEO] [-q QUESTION]`: answer a question about a video and say what it cost.
 
+This module is the pipeline (`describe`); the command's options, defaults and printing are its face,
+auroralong_hf/commands/describe.py.
+
 It runs the transformers main path, which streams, so memory does not grow with the video's length:
 `processor.apply_chat_template(messages, tokenize=True, ...)` plans the sampled frames (a demux pass, nothing
 decoded) and hands the video over as a `LazyVideo`; `model.generate(**inputs)` feeds the prompt into the RNN state
@@ -27,31 +30,34 @@ working memory that streaming keeps constant, measured by
 ("cuda_max_allocated"), the process's peak resident set reset at the start ("rss_high_water_mark", Linux), or
 ru_maxrss after minus before ("ru_maxrss_delta", elsewhere; it can read low, even 0).
 
-Without `--model` the model is an embedded untrained random one (`create_random`'s "small" size, seed 0, built in
-memory: no download, no file), labelled as such: the pipeline and its costs are real, the answer is gibberish.
+`--model` is loaded by `auroralong_hf.loading.load_pretrained` (its checks and errors). Without it the model is an
+embedded untrained random one (`create_random`'s "small" size, seed 0, built in memory: no download, no file),
+labelled as such: the pipeline and its costs are real, the answer is gibberish.
 Without VIDEO the clip that ships with the package (auroralong_hf/data/sample.mp4, made by `write_sample_clip`)
 is used.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from .commands.describe import DEFAULT_MAX_FRAMES, DEFAULT_QUESTION
+from .create_random import random_model
+from .loading import load_pretrained
+from .measure import PeakMemory
+from .modeling.cache_rwkv6 import Rwkv6Cache
+from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 from .output_paths import check_writable
 
-DEFAULT_QUESTION = "What happens in this video?"
-DEFAULT_MAX_FRAMES = 7200
 EMBEDDED_SIZE = "small"
 EMBEDDED_SEED = 0
 SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample.mp4"
-WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-)
-PROCESSOR_FILES = ("processor_config.json", "tokenizer_config.json")
 
 
 # ------------------------------------------------------------------------------------------------ the sample clip
@@ -99,102 +105,17 @@ def write_sample_clip(path, seconds: int = 6, fps: int = 8, size: tuple[int, int
 # ------------------------------------------------------------------------------------------------------ the model
 
 
-def check_config_folder(folder) -> Path:
-    """`folder` (user-expanded) when it is a folder whose config.json is a JSON object; otherwise a clear error
-    naming the folder or the file: FileNotFoundError (no such folder) or ValueError (a file, no config.json, a
-    config.json that is not UTF-8 JSON or not an object). What the object holds is left to the config class."""
-    folder = _existing_folder(folder)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder}: not a model folder, it has no config.json (--model takes a save_pretrained "
-                         "folder).")
-    _read_config(folder)
-    return folder
-
-
-def _existing_folder(folder) -> Path:
-    folder = Path(folder).expanduser()
-    if not folder.exists():
-        raise FileNotFoundError(f"{folder}: no such model folder.")
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder (--model takes a save_pretrained folder).")
-    return folder
-
-
-def _read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError) as error:  # ValueError: not UTF-8 (UnicodeDecodeError), not JSON
-        raise ValueError(f"{path}: unreadable: {error}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: holds a JSON {type(config).__name__}, not a config object: not a model folder.")
-    return config
-
-
-def check_model_folder(folder) -> Path:
-    """A clear error unless `folder` holds an AuroraLong model and its processor (config, weights, processor and
-    tokenizer files)."""
-    folder = _existing_folder(folder)
-    missing = []
-    if not (folder / "config.json").is_file():
-        missing.append("config.json")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        missing.append("the weights (" + " or ".join(WEIGHT_FILES[::2]) + ")")
-    missing += [name for name in PROCESSOR_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(
-            f"{folder}: incomplete model folder, missing {', '.join(missing)} (a complete one is written by "
-            "model.save_pretrained + processor.save_pretrained, or `auroralong create-random`)."
-        )
-    model_type = _read_config(folder).get("model_type")
-    if model_type != "auroralong":
-        raise ValueError(f"{folder}: not an AuroraLong model folder (config.json has model_type {model_type!r}).")
-    return folder
-
-
 def load_model(model_dir=None, *, token_kept_ratio=None, dtype=None, device="cpu"):
-    """(model, processor, label, untrained): from a folder, or the embedded untrained random model."""
-    import torch
-    from huggingface_hub.errors import StrictDataclassError
-    from safetensors import SafetensorError
-
-    if token_kept_ratio is not None and not 0 < token_kept_ratio <= 1:
-        raise ValueError(f"--token-kept-ratio must be in (0, 1], got {token_kept_ratio}.")
-    if model_dir is None:
-        from .create_random import random_model
-
-        model, processor = random_model(EMBEDDED_SIZE, seed=EMBEDDED_SEED, dtype=dtype or "float32",
-                                        token_kept_ratio=token_kept_ratio)
-        label = f"untrained random model ({EMBEDDED_SIZE}, seed {EMBEDDED_SEED}; its answers are gibberish)"
-        return model.to(device), processor, label, True
-
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    from .create_random import quiet_transformers_bars
-
-    folder = check_model_folder(model_dir)
-    try:
-        config = AutoConfig.from_pretrained(str(folder))
-        if token_kept_ratio is not None:
-            config.vision_config.token_kept_ratio = float(token_kept_ratio)
-            config.vision_config.tome_r = None  # an explicit ratio wins over a fixed per-layer count
-            config.vision_config.validate()
-        load_dtype = getattr(torch, dtype) if dtype else (torch.float32 if device == "cpu" else "auto")
-        with quiet_transformers_bars():  # the frames get a progress bar, loading does not
-            model = AutoModelForImageTextToText.from_pretrained(str(folder), config=config, dtype=load_dtype)
-        processor = AutoProcessor.from_pretrained(str(folder))
-    except StrictDataclassError as error:
-        raise ValueError(f"{folder}: {error}") from None
-    except (OSError, SafetensorError) as error:  # transformers' "no file named ...", unreadable or damaged files
-        raise ValueError(f"{folder}: cannot load the model: {error}") from None
-    if token_kept_ratio is not None:  # the override changes the tower's output; placeholders must follow it
-        processor.tokens_per_frame = model.tokens_per_frame
-    elif processor.tokens_per_frame != model.tokens_per_frame:
-        raise ValueError(
-            f"{folder}: the processor expects {processor.tokens_per_frame} tokens per frame but the vision tower "
-            f"gives {model.tokens_per_frame}: the processor and the model do not belong together."
-        )
-    return model.to(device).eval(), processor, str(folder), False
+    """(model, processor, label, untrained): `loading.load_pretrained(model_dir, ...)` (its errors), or without a
+    folder the embedded untrained random model (`create_random`'s EMBEDDED_SIZE, seed EMBEDDED_SEED, built in
+    memory), labelled as such."""
+    if model_dir is not None:
+        model, processor = load_pretrained(model_dir, token_kept_ratio=token_kept_ratio, dtype=dtype, device=device)
+        return model, processor, str(Path(model_dir).expanduser()), False
+    model, processor = random_model(EMBEDDED_SIZE, seed=EMBEDDED_SEED, dtype=dtype or "float32",
+                                    token_kept_ratio=token_kept_ratio)
+    label = f"untrained random model ({EMBEDDED_SIZE}, seed {EMBEDDED_SEED}; its answers are gibberish)"
+    return model.to(device), processor, label, True
 
 
 # ------------------------------------------------------------------------------------------------------ describe
@@ -251,13 +172,6 @@ def describe(
 ) -> dict:
     """Answer `question` about `video` (default: the shipped sample clip) by streaming it into the RNN state, or
     from a saved `state`; returns the answer and its cost (see the module docstring)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from .measure import PeakMemory
-    from .modeling.cache_rwkv6 import Rwkv6Cache
-    from .modeling.streaming import DEFAULT_CHUNK_FRAMES
-
     chunk_frames = DEFAULT_CHUNK_FRAMES if chunk_frames is None else chunk_frames
     if state is not None and video is not None:
         raise ValueError("Give a VIDEO or --state, not both (--state answers from a video already read).")
@@ -373,57 +287,4 @@ def describe(
     }
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("video", nargs="?", default=None,
-                        help="a video file (anything PyAV decodes); absent: the short clip that ships with the package")
-    parser.add_argument("-q", "--question", default=DEFAULT_QUESTION, help=f"default: {DEFAULT_QUESTION!r}")
-    parser.add_argument("--model", help="an AuroraLong save_pretrained folder (model + processor); absent: an "
-                                        "embedded untrained random model")
-    frames = parser.add_mutually_exclusive_group()
-    frames.add_argument("--fps", type=float, default=None, help="frames sampled per second (default: the "
-                                                                "processor's, 1.0)")
-    frames.add_argument("--num-frames", type=int, default=None, help="sample this many frames, spread evenly")
-    parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
-                        help=f"refuse a video that samples to more frames than this (default {DEFAULT_MAX_FRAMES}; "
-                             "0: no cap)")
-    parser.add_argument("--token-kept-ratio", type=float, default=None,
-                        help="fraction of each frame's patches (576 at 384/16) kept by S-ToMe, in (0, 1] "
-                             "(default: the model's)")
-    parser.add_argument("--chunk-frames", type=int, default=None,
-                        help="frames decoded and encoded at a time (default: generate's, "
-                             "modeling/streaming.py DEFAULT_CHUNK_FRAMES)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length cap (default 64)")
-    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --sample")
-    parser.add_argument("--save-state", metavar="PATH", help="write the RNN state after the video (safetensors)")
-    parser.add_argument("--state", metavar="PATH", help="answer from a state saved by --save-state, without a video")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                        help="default: float32 on CPU, the folder's dtype on CUDA")
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args) -> int:
-    report = describe(
-        args.video, args.question, model_dir=args.model, fps=args.fps, num_frames=args.num_frames,
-        token_kept_ratio=args.token_kept_ratio, chunk_frames=args.chunk_frames, max_new_tokens=args.max_new_tokens,
-        max_frames=args.max_frames, sample=args.sample, seed=args.seed, state=args.state, save_state=args.save_state,
-        dtype=args.dtype, device=args.device,
-    )
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    source = f"state {report['state']}" if report["state"] else report["video"]
-    print(report["answer"])
-    print(f"-- {report['model']}")
-    print(f"-- {source}: {report['frames']} frames x {report['tokens_per_frame']} tokens = "
-          f"{report['visual_tokens']} visual tokens; state {report['state_bytes'] / 2**20:.2f} MiB; "
-          f"{report['seconds']:.2f} s (+ {report['load_seconds']:.2f} s loading); peak memory "
-          f"+{report['peak_memory_bytes'] / 2**20:.1f} MiB over the loaded model ({report['peak_memory_measure']}, "
-          f"{report['device']})")
-    return 0
-
-
-__all__ = [
-    "DEFAULT_QUESTION", "SAMPLE_CLIP", "check_config_folder", "check_model_folder", "describe", "write_sample_clip",
-]
+__all__ = ["SAMPLE_CLIP", "describe", "load_model", "write_sample_clip"]

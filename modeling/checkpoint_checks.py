@@ -1,6 +1,6 @@
 """Checks that make `from_pretrained` refuse a checkpoint it would otherwise load as garbage: damaged files,
-missing weights, NaN / inf weights. Shared by every model class here (`CompleteCheckpointMixin`) and by the
-converters (`non_finite_tensors`)."""
+missing weights, NaN / inf weights. Shared by every model class here (`CompleteCheckpointMixin`), the converters
+(`non_finite_tensors`) and the package's folder checks (`read_config_json`, the one check of a config.json)."""
 
 import json
 import os
@@ -46,6 +46,20 @@ def _with_variant(name: str, variant) -> str:
     return ".".join(parts[:-1] + [variant] + parts[-1:])
 
 
+def read_config_json(path) -> dict:
+    """The object a config.json at `path` holds; ValueError naming the file when it cannot be read, is not UTF-8
+    JSON, or holds anything but one JSON object (a list, a string, ...). What the object holds is left to the config
+    class."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{path}: not a readable JSON file ({err}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds {_JSON_TYPES.get(type(data), type(data).__name__)}, not a model "
+                         "configuration (one JSON object, as save_pretrained writes it).")
+    return data
+
+
 def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True, variant=None) -> list[str]:
     """Refuse, as a ValueError naming the file and the reason, a local checkpoint folder that transformers would
     fail on with an error that does not say which file is at fault, or not why.
@@ -59,13 +73,7 @@ def check_checkpoint_folder(folder, *, config: bool = True, weights: bool = True
     folder = Path(folder)
     config_path = folder / "config.json"
     if config and config_path.is_file():
-        try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
-            raise ValueError(f"{config_path}: not a readable JSON file ({err}).") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{config_path} holds {_JSON_TYPES.get(type(data), type(data).__name__)}, not a model "
-                             "configuration (one JSON object, as save_pretrained writes it).")
+        read_config_json(config_path)
     if not weights:
         return []
     index_path = folder / _with_variant("model.safetensors.index.json", variant)
@@ -171,4 +179,7 @@ class CompleteCheckpointMixin:
         return (model, info) if wants_info else model
 
 
-__all__ = ["CompleteCheckpointMixin", "check_checkpoint_folder", "check_layer_counts", "non_finite_tensors"]
+__all__ = [
+    "CompleteCheckpointMixin", "check_checkpoint_folder", "check_layer_counts", "non_finite_tensors",
+    "read_config_json",
+]

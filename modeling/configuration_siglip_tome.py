@@ -73,6 +73,22 @@ class SiglipToMeVisionConfig(SiglipVisionConfig):
         if self.drop_first_token and tokens_per_frame(self) == 0:
             raise ValueError("drop_first_token would leave no token: the schedule keeps a single token.")
 
+    def set_token_kept_ratio(self, ratio: float) -> int:
+        """Keep `ratio` of each frame's patches, in (0, 1], the merge schedule derived from it: `tome_r` is cleared,
+        since an explicit ratio wins over a fixed per-layer count. Returns the tokens per frame it gives.
+
+        Raises ValueError, leaving the config as it was, for a ratio this geometry cannot keep (outside (0, 1], or
+        none left with `drop_first_token`). A model built from this config reads it at its next forward; a
+        processor's `tokens_per_frame` must follow (`auroralong_hf.loading.load_pretrained` does both)."""
+        previous = self.token_kept_ratio, self.tome_r
+        self.token_kept_ratio, self.tome_r = float(ratio), None
+        try:
+            self.validate_architecture()
+        except ValueError:
+            self.token_kept_ratio, self.tome_r = previous
+            raise
+        return tokens_per_frame(self)
+
     @property
     def num_patches(self) -> int:
         return _num_patches(self.image_size, self.patch_size)

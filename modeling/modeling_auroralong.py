@@ -189,6 +189,17 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         """Visual tokens per frame or image: what the vision tower's S-ToMe schedule leaves of its patches."""
         return tokens_per_frame(self.config.vision_config)
 
+    def set_token_kept_ratio(self, ratio: float) -> int:
+        """Keep `ratio` of each frame's patches from the next forward on (`SiglipToMeVisionConfig.
+        set_token_kept_ratio`: `tome_r` cleared, validated, nothing changed on a ValueError). The model's vision
+        config and the tower's change together (they are one object unless a copy was made). Returns the new
+        `tokens_per_frame`, which a processor's `tokens_per_frame` must then equal."""
+        vision, tower = self.config.vision_config, self.model.vision_tower.config
+        count = vision.set_token_kept_ratio(ratio)
+        if tower is not vision:
+            tower.set_token_kept_ratio(ratio)
+        return count
+
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 

@@ -125,7 +125,7 @@ def test_a_complete_folder_with_a_list_config_is_named(workspace, tmp_path, caps
     (folder / "config.json").write_text("[]")
     question = ["hi"] if command == "generate" else []
     assert main([command, *question, "--model", str(folder), "--max-new-tokens", "1"]) == 2
-    assert f"{folder / 'config.json'}: holds a JSON list, not a config object" in error_of(capsys, command)
+    assert f"{folder / 'config.json'} holds a JSON array, not a model configuration" in error_of(capsys, command)
 
 
 @pytest.mark.parametrize("command", ["generate", "describe"])

@@ -15,7 +15,7 @@ import torch
 from ..create_random import random_model, size_configs
 from ..measure import PeakMemory
 from ..training.data import ConversationCollator
-from ..training.train import STAGES, apply_stage_freezing, set_token_kept_ratio
+from ..training.train import STAGES, apply_stage_freezing
 from .runner import (
     DESCRIBE_QUESTION,
     add_run_arguments,
@@ -78,9 +78,10 @@ def worker(spec: dict) -> dict:
     the stage's kept ratio), AdamW, baseline, one warm-up step, then the timed steps; the row of the report."""
     device, _ = set_up_worker(spec)
     stage = STAGES["language"]
-    model, processor = random_model(spec["size"], seed=spec["seed"], dtype=spec["dtype"])
+    model, processor = random_model(spec["size"], seed=spec["seed"], dtype=spec["dtype"],
+                                    token_kept_ratio=stage.token_kept_ratio)
     trainable = apply_stage_freezing(model, stage)
-    tokens_per_frame = set_token_kept_ratio(model, processor, stage.token_kept_ratio)
+    tokens_per_frame = model.tokens_per_frame
     model.to(device).train()
     if spec["checkpointing"]:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -8,8 +8,6 @@ import json
 import sys
 import time
 
-from ..describe import check_config_folder
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("prompt", nargs="?", default="The Eiffel tower is in the city of")
@@ -29,6 +27,7 @@ def run(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..folder_metadata import answer_generation_config
+    from ..loading import check_config_folder
     from ..modeling import CACHE_NAME, AuroraLongForConditionalGeneration, Rwkv6Config, Rwkv6ForCausalLM
     from ..processing import RwkvWorldTokenizer
 

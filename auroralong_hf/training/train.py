@@ -91,23 +91,6 @@ def apply_stage_freezing(model, stage: str | Stage) -> dict[str, int]:
     return counts
 
 
-def set_token_kept_ratio(model, processor, ratio: float) -> int:
-    """Set the tower's token_kept_ratio (schedule derived from it: tome_r=None) on the model and rebuild the
-    processor's placeholder count to match. Returns tokens per frame."""
-    from ..modeling.configuration_siglip_tome import tokens_per_frame
-
-    vision = model.config.vision_config
-    vision.token_kept_ratio = float(ratio)
-    vision.tome_r = None
-    vision.validate_architecture()
-    tower_config = model.model.vision_tower.config
-    if tower_config is not vision:  # the tower keeps its own copy: keep both in step
-        tower_config.token_kept_ratio, tower_config.tome_r = float(ratio), None
-    count = tokens_per_frame(vision)
-    processor.tokens_per_frame = count
-    return count
-
-
 def trainable_by_part(model) -> dict[str, int]:
     """Trainable parameter counts per part of a plain or PEFT-wrapped AuroraLong (adapters count in their part)."""
     counts = dict.fromkeys(PART_PREFIXES, 0)
@@ -202,11 +185,11 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
           merge: bool = False, max_length: int | None = DEFAULT_MAX_LENGTH, skip_bad_samples: bool = False,
           allow_outside_media_root: bool = False, training_overrides: list[str] = ()) -> dict:
     """Run one stage; returns a report (plain values). See the module docstring."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
+    from transformers import Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     from ..folder_metadata import answer_generation_config, write_training_card
+    from ..loading import load_pretrained
     from .data import ConversationCollator, load_conversations
 
     if stage not in STAGES:
@@ -226,10 +209,10 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
     check_writable(output_dir, what="--output", folder=True)  # now, not after the training
     args = parse_training_arguments(spec, output_dir, training_overrides)
 
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(model_dir)
+    # the stage's kept ratio, in the model and the processor alike: the collator's placeholder runs match the tower
+    model, processor = load_pretrained(model_dir, token_kept_ratio=spec.token_kept_ratio, dtype="float32")
     model.generation_config = answer_generation_config(processor.tokenizer)  # saved with final/ (and checkpoints)
-    tokens = set_token_kept_ratio(model, processor, spec.token_kept_ratio)
+    tokens = model.tokens_per_frame
     counts = apply_stage_freezing(model, spec)
     if lora:
         model = add_lora(model, spec, lora_vision=lora_vision, targets=lora_targets, r=lora_r, alpha=lora_alpha,
@@ -415,6 +398,6 @@ def run(args) -> int:
 
 __all__ = [
     "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "add_arguments",
-    "apply_stage_freezing", "part_of", "run", "save_folder", "set_token_kept_ratio", "train", "trainable_by_part",
+    "apply_stage_freezing", "part_of", "run", "save_folder", "train", "trainable_by_part",
     "weights_checksum",
 ]
