@@ -252,6 +252,8 @@ def test_token_kept_ratio_and_sort_reach_the_tower(model_dir):
     model = AuroraLongLmms(pretrained=str(model_dir), device="cpu", token_kept_ratio=0.5, tome_sort="descending")
     tower = model.model.model.vision_tower.config
     assert (tower.token_kept_ratio, tower.tome_sort) == (0.5, "descending")
+    # the placeholders follow the override: a count that differs from the tower's would misplace every frame
+    assert model.processor.tokens_per_frame == model.model.tokens_per_frame == tokens_per_frame(tower)
 
 
 def test_loglikelihood_pairs_survive_lmms_eval_0_7_3():

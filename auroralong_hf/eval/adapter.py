@@ -51,9 +51,9 @@ from lmms_eval.protocol import ChatMessages
 from loguru import logger
 from PIL import Image
 from tqdm import tqdm
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from ..answering import Answerer, Prompt, UnreadableVisual, Visual
+from ..loading import load_pretrained
 from ..modeling.streaming import DEFAULT_CHUNK_FRAMES
 from ..processing.processing_auroralong import remove_placeholders
 from .compat import check_lmms_eval_runtime, keep_loglikelihood_pairs
@@ -179,22 +179,9 @@ class AuroraLongLmms(lmms):
             self._device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         logger.info(f"auroralong: process {self.rank} of {self.world_size} evaluates on {self._device}")
 
-        config = AutoConfig.from_pretrained(pretrained)
-        vision = config.vision_config
-        if token_kept_ratio is not None:
-            vision.token_kept_ratio, vision.tome_r = float(token_kept_ratio), None
-        if tome_sort is not None:
-            vision.tome_sort = str(tome_sort)
-        try:
-            vision.validate()
-        except Exception as error:  # huggingface_hub's StrictDataclassClassValidationError
-            raise ValueError(f"auroralong: token_kept_ratio / tome_sort: {error}") from None
-        if dtype != "auto" and dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"auroralong: dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            pretrained, config=config, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
-        ).to(self._device).eval()
-        self.processor = AutoProcessor.from_pretrained(pretrained)
+        # the processor's token count follows an overridden kept ratio (loading.load_pretrained)
+        self.model, self.processor = load_pretrained(pretrained, token_kept_ratio=token_kept_ratio,
+                                                     tome_sort=tome_sort, dtype=dtype, device=self._device)
         self.tokenizer = self.processor.tokenizer
         self.answerer = Answerer(self.model, self.processor, self.chunk_frames)
         self.sampling = {"fps": self.processor.fps, "num_frames": self.processor.num_frames,
