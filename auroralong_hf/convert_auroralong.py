@@ -38,7 +38,7 @@ from .convert_rwkv6 import (
     detect_rwkv6_format,
     load_rwkv6_checkpoint,
 )
-from .folders import check_output_dir, write_folder_atomically
+from .outputs import check_output_dir, write_folder_atomically
 
 # SigLIP vision geometry fields carried over from a source config.json (absent ones take SigLIP's defaults, as
 # transformers does when it reads such a file: older versions wrote only the non-default values).

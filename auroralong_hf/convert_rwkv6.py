@@ -27,9 +27,9 @@ import torch
 from transformers.utils import logging
 
 from .folder_metadata import answer_generation_config, read_license, write_model_card
-from .folders import check_output_dir, write_folder_atomically
 from .modeling.checkpoint_checks import non_finite_tensors
 from .modeling.configuration_rwkv6 import Rwkv6Config
+from .outputs import check_output_dir, write_folder_atomically
 from .processing.tokenization_rwkv_world import RwkvWorldTokenizer
 
 logger = logging.get_logger(__name__)

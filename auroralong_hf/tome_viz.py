@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
+
+from .outputs import write_file_atomically
 
 # The random encoder without --model: SigLIP-L's 384/16 patch grid (576 patches) and the paper's 23 layers (so the
 # merge schedule is the real one: 23 or 22 merges per layer, 58 tokens left at ratio 0.1), tiny widths.
@@ -265,24 +265,6 @@ def draw_figure(images, labels, centroids, titles, suptitle, *, alpha: float = 0
     return fig
 
 
-def save_png_atomically(fig, output) -> Path:
-    """Write the figure as PNG to a temporary file next to `output`, then rename it over `output`."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return output
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the command
 
@@ -298,7 +280,7 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
 
     from .modeling.configuration_siglip_tome import tokens_per_frame
 
-    if Path(output).is_dir():  # checked first: os.replace would fail only after the model has run
+    if Path(output).is_dir():  # checked first: the rename would fail only after the model has run
         raise FileExistsError(f"{output}: exists and is a directory; -o/--output names the PNG file to write "
                               f"(e.g. {Path(output) / 'tome.png'})")
     pictures, info = load_frames(path, frames)
@@ -333,7 +315,7 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
                 f"(of {grid[0]}x{grid[1]} = {grid[0] * grid[1]} patches)\n"
                 f"order \"{config.tome_sort}\", schedule \"{config.tome_schedule}\"\n{source}")
     fig = draw_figure(resized, labels, centroids, titles, suptitle)
-    written = save_png_atomically(fig, output)
+    written = write_file_atomically(output, lambda tmp: fig.savefig(tmp, format="png"))
     return {
         "output": str(written), "input": str(path), "kind": info["kind"], "total_frames": info["total_frames"],
         "frame_indices": info["indices"], "model": source, "token_kept_ratio": config.token_kept_ratio,
