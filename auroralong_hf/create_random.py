@@ -9,7 +9,7 @@ weights.
 
 The weights are the models' own initialisation (SigLIP's, Finch's, the projector's) after `torch.manual_seed(seed)`,
 so a size and a seed always give the same model. The folder is written to a temporary sibling that is renamed to
-OUT once complete: a failed run leaves nothing behind.
+OUT once complete: a failed run leaves nothing behind. The command's options: auroralong_hf/commands/create_random.py.
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ import os
 import sys
 import time
 
-from .folders import check_output_dir, write_folder_atomically
-from .output_paths import check_writable, write_failure
+import torch
+from transformers.utils import logging as hf_logging
+
+from .folder_metadata import answer_generation_config, write_model_card
+from .modeling.configuration_auroralong import SIGLIP_L_384_TOME, AuroraLongConfig
+from .modeling.configuration_rwkv6 import Rwkv6Config
+from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
+from .outputs import check_output_dir, check_writable, write_failure, write_folder_atomically
+from .processor_setup import processor_for_vision_config
 
 # Vision: SigLIP fields; text: Rwkv6Config fields. None = the AuroraLongConfig default (the paper's model).
 SIZES: dict[str, dict | None] = {
@@ -47,9 +54,6 @@ def size_configs(size: str) -> dict[str, dict]:
     """{"vision_config": dict, "text_config": dict} of a named size (see SIZES), fresh copies; `2b` spells out the
     paper's geometry (AuroraLongConfig's defaults: the tower's SIGLIP_L_384_TOME and Rwkv6Config's width, depth,
     head size and vocabulary), the fields the other sizes set."""
-    from .modeling.configuration_auroralong import SIGLIP_L_384_TOME
-    from .modeling.configuration_rwkv6 import Rwkv6Config
-
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}: choose one of {', '.join(SIZES)}.")
     if SIZES[size] is not None:
@@ -63,8 +67,6 @@ def size_configs(size: str) -> dict[str, dict]:
 def random_config(size: str, token_kept_ratio: float | None = None):
     """The `AuroraLongConfig` of a named size (see SIZES); `token_kept_ratio` overrides the tower's
     (`SiglipToMeVisionConfig.set_token_kept_ratio`: ValueError outside (0, 1])."""
-    from .modeling.configuration_auroralong import AuroraLongConfig
-
     config = AuroraLongConfig(**size_configs(size))
     if token_kept_ratio is not None:
         config.vision_config.set_token_kept_ratio(token_kept_ratio)
@@ -77,12 +79,6 @@ def random_model(size: str, *, seed: int = 0, dtype: str = "float32", token_kept
 
     The parameters are created in `dtype` directly (no float32 copy first), which matters for `2b`.
     """
-    import torch
-
-    from .folder_metadata import answer_generation_config
-    from .modeling.modeling_auroralong import AuroraLongForConditionalGeneration
-    from .processor_setup import processor_for_vision_config
-
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
     config = random_config(size, token_kept_ratio)
@@ -105,12 +101,10 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
     processor.save_pretrained); `AutoModelForImageTextToText` / `AutoProcessor.from_pretrained` read it back.
 
     A non-empty `output_dir` is refused unless `overwrite=True` (FileExistsError), and so is a place no folder can be
-    written (`output_paths.check_writable`'s errors), before the model is built. The folder is written under a
+    written (`outputs.check_writable`'s errors), before the model is built. The folder is written under a
     temporary name and renamed when complete: a failure (a full disk: OSError naming `output_dir`) or an interrupt
     leaves no half-written folder. Returns a report of plain values.
     """
-    from .folder_metadata import write_model_card
-
     output_dir = check_writable(check_output_dir(output_dir, overwrite), what="the output folder", folder=True)
     start = time.perf_counter()
     model, processor = random_model(size, seed=seed, dtype=dtype)
@@ -146,29 +140,9 @@ def create_random(output_dir, size: str = "tiny", *, seed: int = 0, dtype: str =
     }
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("output", help="the folder to write (refused when not empty, unless --overwrite)")
-    parser.add_argument("--size", choices=list(SIZES), default="tiny",
-                        help="tiny: tests (384/16 grid, tiny widths); small: quick demos; 2b: the paper's geometry")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation (default 0)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="dtype of the weights (2b: ~8 GB in float32, ~4 GB in bfloat16)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-
-
-def run(args) -> int:
-    import json
-
-    report = create_random(args.output, args.size, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite)
-    print(json.dumps(report, indent=2))
-    return 0
-
-
 @contextlib.contextmanager
 def quiet_transformers_bars(quiet: bool = True):
     """Turn transformers' own progress bars (loading and writing weights) off inside the block when `quiet`."""
-    from transformers.utils import logging as hf_logging
-
     enabled = hf_logging.is_progress_bar_enabled()
     if quiet and enabled:
         hf_logging.disable_progress_bar()
@@ -180,6 +154,5 @@ def quiet_transformers_bars(quiet: bool = True):
 
 
 __all__ = [
-    "SIZES", "add_arguments", "create_random", "quiet_transformers_bars", "random_config", "random_model",
-    "run", "size_configs",
+    "DTYPES", "SIZES", "create_random", "quiet_transformers_bars", "random_config", "random_model", "size_configs",
 ]

@@ -33,8 +33,8 @@ ru_maxrss after minus before ("ru_maxrss_delta", elsewhere; it can read low, eve
 `--model` is loaded by `auroralong_hf.loading.load_pretrained` (its checks and errors). Without it the model is an
 embedded untrained random one (`create_random`'s "small" size, seed 0, built in memory: no download, no file),
 labelled as such: the pipeline and its costs are real, the answer is gibberish.
-Without VIDEO the clip that ships with the package (auroralong_hf/data/sample.mp4, made by `write_sample_clip`)
-is used.
+Without VIDEO the clip that ships with the package is used (auroralong_hf/data/sample.mp4, a bouncing ball made by
+`synthetic_video.write_synthetic_video`).
 """
 
 from __future__ import annotations
@@ -53,53 +53,11 @@ from .loading import load_pretrained
 from .measure import PeakMemory
 from .modeling.cache_rwkv6 import Rwkv6Cache
 from .modeling.streaming import DEFAULT_CHUNK_FRAMES
-from .output_paths import check_writable
+from .outputs import check_writable
 
 EMBEDDED_SIZE = "small"
 EMBEDDED_SEED = 0
 SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample.mp4"
-
-
-# ------------------------------------------------------------------------------------------------ the sample clip
-
-
-def _sample_frame(t: float, width: int, height: int):
-    """The picture at `t` seconds: a red ball bouncing from left to right over grass, under a sky with a sun."""
-    import numpy as np
-
-    y, x = np.mgrid[0:height, 0:width]
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = np.stack([100 + 60 * y / height, 160 + 50 * y / height, np.full(y.shape, 235.0)], -1).astype(np.uint8)
-    image[y > 0.7 * height] = (60, 150, 60)
-    image[(x - 0.82 * width) ** 2 + (y - 0.18 * height) ** 2 < (0.07 * width) ** 2] = (250, 220, 60)
-    cx = 20 + (width - 40) * t / 6.0
-    cy = 0.7 * height - 14 - abs(np.sin(np.pi * t / 1.6)) * 0.36 * height  # a bounce every 1.6 s
-    image[(x - cx) ** 2 + (y - cy) ** 2 < 14 ** 2] = (220, 40, 40)
-    return image
-
-
-def write_sample_clip(path, seconds: int = 6, fps: int = 8, size: tuple[int, int] = (256, 192)) -> Path:
-    """Write the package's sample clip: `seconds` s of a bouncing ball, H.264 (libx264, CRF 28) in mp4, about 8 KB.
-
-    Run once, from the repository root, to make auroralong_hf/data/sample.mp4 (it ships as package data; encoders
-    differ in their bytes, so it is not regenerated at install or test time):
-
-        python -c "from auroralong_hf.describe import *; write_sample_clip('auroralong_hf/data/sample.mp4')"
-    """
-    import av
-
-    width, height = size
-    path = Path(path)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "28", "preset": "veryslow", "g": str(seconds * fps)}
-        for i in range(seconds * fps):
-            frame = av.VideoFrame.from_ndarray(_sample_frame(i / fps, width, height), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
 
 
 # ------------------------------------------------------------------------------------------------------ the model
@@ -287,4 +245,4 @@ def describe(
     }
 
 
-__all__ = ["SAMPLE_CLIP", "describe", "load_model", "write_sample_clip"]
+__all__ = ["SAMPLE_CLIP", "describe", "load_model"]

@@ -18,8 +18,6 @@ options: auroralong_hf/commands/tome_viz.py.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .modeling.configuration_siglip_tome import tokens_per_frame
+from .outputs import write_file_atomically
 from .processing.image_io import upright
 from .processing.processing_auroralong import AuroraLongProcessor
 from .processor_setup import processor_for_vision_config
@@ -250,24 +249,6 @@ def draw_figure(images, labels, centroids, titles, suptitle, *, alpha: float = 0
     return fig
 
 
-def save_png_atomically(fig, output) -> Path:
-    """Write the figure as PNG to a temporary file next to `output`, then rename it over `output`."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return output
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the command
 
@@ -279,7 +260,7 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
     Returns a report: output, source, frames used, token counts, ratio, sort. Raises FileExistsError when `output`
     is a directory.
     """
-    if Path(output).is_dir():  # checked first: os.replace would fail only after the model has run
+    if Path(output).is_dir():  # checked first: the rename would fail only after the model has run
         raise FileExistsError(f"{output}: exists and is a directory; -o/--output names the PNG file to write "
                               f"(e.g. {Path(output) / 'tome.png'})")
     if model is None:
@@ -316,7 +297,7 @@ def tome_viz(path, output, *, token_kept_ratio=None, model_dir=None, frames: int
                 f"(of {grid[0]}x{grid[1]} = {grid[0] * grid[1]} patches)\n"
                 f"order \"{config.tome_sort}\", schedule \"{config.tome_schedule}\"\n{source}")
     fig = draw_figure(resized, labels, centroids, titles, suptitle)
-    written = save_png_atomically(fig, output)
+    written = write_file_atomically(output, lambda tmp: fig.savefig(tmp, format="png"))
     return {
         "output": str(written), "input": str(path), "kind": info["kind"], "total_frames": info["total_frames"],
         "frame_indices": info["indices"], "model": source, "token_kept_ratio": config.token_kept_ratio,

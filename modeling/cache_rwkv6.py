@@ -215,6 +215,7 @@ class Rwkv6Cache(Cache):
         # serialised in memory (a state is megabytes: 13 MB a row for Finch 1.6B) and written here, so that an I/O
         # error is an OSError of its own kind, not safetensors' error about a temporary file of its own
         data = serialize(tensors, metadata=metadata)
+        # not auroralong_hf.outputs.write_file_atomically: modeling/ ships as remote code and imports nothing outside it
         folder = os.path.dirname(os.path.abspath(path))
         tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
         try:

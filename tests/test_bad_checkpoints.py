@@ -32,8 +32,8 @@ from auroralong_hf import AuroraLongForConditionalGeneration, Rwkv6Config, Rwkv6
 from auroralong_hf.cli import main
 from auroralong_hf.convert.auroralong import compose_auroralong, convert_auroralong_checkpoint
 from auroralong_hf.convert.rwkv6 import convert_rwkv6_checkpoint
-from auroralong_hf.folders import OWNER_MARKER, remove_stale_temporaries, write_folder_atomically
 from auroralong_hf.modeling.checkpoint_checks import non_finite_tensors
+from auroralong_hf.outputs import OWNER_MARKER, remove_stale_temporaries, write_folder_atomically
 
 SMALL = {"hidden_size": 64, "num_layers": 1, "head_size": 32, "vocab": 50, "ffn": 96, "mix_rank": 4, "decay_rank": 8}
 # One tensor under the three layouts' names (BlinkDL, RWKV/v6-Finch-HF, fla).
@@ -257,7 +257,7 @@ _PAUSED_WRITER = textwrap.dedent("""
     import sys, time
     import auroralong_cli  # noqa: F401  (defers the Auto registration: no torch import)
     from pathlib import Path
-    from auroralong_hf.folders import write_folder_atomically
+    from auroralong_hf.outputs import write_folder_atomically
 
     def write(folder):
         (folder / "model.safetensors").write_bytes(b"x" * 4096)

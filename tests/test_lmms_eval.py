@@ -18,6 +18,7 @@ from videos import write_video
 
 from auroralong_hf.eval.adapter import AuroraLongLmms, AuroraLongLmmsChat, chat_prompt, user_turn
 from auroralong_hf.eval.compat import keep_loglikelihood_pairs
+from auroralong_hf.modeling import tokens_per_frame
 
 
 @pytest.fixture(scope="module")

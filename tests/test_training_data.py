@@ -156,8 +156,8 @@ def test_too_long_sample_dropped_with_counted_warning(processor, media, caplog):
 def test_a_runaway_sample_is_dropped_by_default_naming_it(processor, media, caplog):
     """Without a max_length the Python API and the CLI still cap samples (DEFAULT_MAX_LENGTH): one huge turn is
     dropped with a warning naming it instead of growing training memory until the allocator fails."""
+    from auroralong_hf.commands.train import add_arguments
     from auroralong_hf.training import DEFAULT_MAX_LENGTH
-    from auroralong_hf.training.train import add_arguments
 
     collator = ConversationCollator(processor, media)
     assert collator.max_length == DEFAULT_MAX_LENGTH

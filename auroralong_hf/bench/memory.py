@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..create_random import size_configs
@@ -21,6 +20,7 @@ from ..modeling.cache_rwkv6 import CACHE_NAME
 from ..modeling.configuration_auroralong import AuroraLongConfig
 from ..modeling.modeling_auroralong import AuroraLongForConditionalGeneration
 from ..processor_setup import processor_for_vision_config
+from ..synthetic_video import write_synthetic_video
 from .runner import (
     DESCRIBE_QUESTION,
     SIZES_SOURCE,
@@ -105,30 +105,6 @@ def worker(spec: dict) -> dict:
     }
 
 
-def write_synthetic_video(path, num_frames: int, fps: float = 4.0, size: tuple[int, int] = (640, 360)) -> Path:
-    """A short MPEG-4 video (moving colour gradients and a square), for the decoding path of `bench memory`."""
-    import av  # optional: PyAV
-
-    width, height = size
-    ys, xs = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"qscale": "3"}
-        for i in range(num_frames):
-            image = np.empty((height, width, 3), dtype=np.uint8)
-            image[..., 0] = (xs + 7 * i) % 256
-            image[..., 1] = (ys + 3 * i) % 256
-            image[..., 2] = (xs + ys + 11 * i) % 256
-            x0, y0 = (13 * i) % (width - 64), (5 * i) % (height - 64)
-            image[y0:y0 + 64, x0:x0 + 64] = 255
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return Path(path)
-
-
 def table(report: dict) -> str:
     env, geo = report["env"], report["geometry"]
     vision, text = geo["vision_config"], geo["text_config"]
@@ -185,7 +161,8 @@ def measure(args: argparse.Namespace) -> dict:
         tmp = Path(tmp_dir)
         jobs = [(dict(base_spec, frames=frames), f"describe, {frames} frames of random pixels") for frames in lengths]
         if args.decode_frames > 0:
-            video = write_synthetic_video(tmp / "synthetic.mp4", args.decode_frames)
+            video = write_synthetic_video(tmp / "synthetic.mp4", args.decode_frames, fps=4, size=(640, 360),
+                                          codec="mpeg4")
             jobs.append((dict(base_spec, frames=args.decode_frames, video=str(video)),
                          f"describe, {args.decode_frames} frames decoded from a synthetic video file"))
         rows = run_workers(__name__, jobs, tmp, args.parallel)

@@ -28,10 +28,10 @@ import torch
 from transformers.activations import ACT2FN
 
 from ..folder_metadata import answer_generation_config, read_license, write_model_card
-from ..folders import check_output_dir, write_folder_atomically
 from ..modeling.configuration_auroralong import AuroraLongConfig
 from ..modeling.configuration_siglip_tome import tokens_per_frame
 from ..modeling.modeling_auroralong import AuroraLongForConditionalGeneration, AuroraLongMultiModalProjector
+from ..outputs import check_output_dir, write_folder_atomically
 from ..processor_setup import processor_for_vision_config
 from .checkpoint_io import (
     SUPPORTED_DTYPES,

@@ -25,9 +25,9 @@ import torch
 from transformers.utils import logging
 
 from ..folder_metadata import answer_generation_config, read_license, write_model_card
-from ..folders import check_output_dir, write_folder_atomically
 from ..modeling.configuration_rwkv6 import Rwkv6Config
 from ..modeling.modeling_rwkv6 import Rwkv6ForCausalLM
+from ..outputs import check_output_dir, write_folder_atomically
 from ..processing.tokenization_rwkv_world import RwkvWorldTokenizer
 from .checkpoint_io import (
     build_model,

@@ -28,17 +28,15 @@ distributes by hand.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import hashlib
-import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..output_paths import check_writable, write_failure
+from accelerate.utils import broadcast_object_list
+
+from ..outputs import check_writable, write_failure, write_folder_atomically
 from . import DEFAULT_MAX_LENGTH
 from .lora import LORA_TARGET_PRESETS, lora_config
 
@@ -286,118 +284,36 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
 
 
 def save_folder(trainer, folder: Path, write, *, collective: bool = True) -> None:
-    """Write a model folder under a temporary name and rename it to `folder` once complete, so that a failure (a
-    full disk) or an interrupt leaves no half-written `folder`; an earlier `folder` (a rerun into the same --output)
-    is replaced only by a complete one.
+    """Write a model folder with `outputs.write_folder_atomically`: under a temporary name, renamed to `folder` once
+    complete, so that a failure (a full disk) or an interrupt leaves no half-written `folder`; an earlier `folder` (a
+    rerun into the same --output) is replaced only by a complete one.
 
     `write(tmp)` runs on every process when `collective` (Trainer.save_model gathers the weights collectively under
-    DeepSpeed / sharded loading, and only the main process writes; hence one temporary name for all processes), on
-    the calling process alone otherwise. An I/O error is raised as an OSError naming `folder`.
+    DeepSpeed / sharded loading, and only the main process writes; hence one temporary folder for all processes: the
+    main process makes it and sends its name to the others), on the calling process alone otherwise. An I/O error
+    is raised as an OSError naming `folder`.
     """
-    import shutil
-
-    main = trainer.is_world_process_zero() or not collective
-    barrier = trainer.accelerator.wait_for_everyone if collective else (lambda: None)
-    tmp, old = (folder.with_name(f".{folder.name}.{suffix}") for suffix in ("partial", "old"))
-    try:
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)  # left by a run that was killed while saving
-        barrier()
+    def write_everywhere(tmp: Path) -> None:
+        if collective:
+            broadcast_object_list([str(tmp)])
         write(tmp)
-        barrier()
-        if main:
-            if folder.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException as error:
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old.exists() and not folder.exists():
-                old.rename(folder)
-        failure = write_failure(error, folder, "the model folder") if isinstance(error, Exception) else None
+        if collective:
+            trainer.accelerator.wait_for_everyone()  # every process has written before the main one renames
+
+    try:
+        if trainer.is_world_process_zero() or not collective:
+            write_folder_atomically(folder, write_everywhere)
+        else:
+            write(Path(broadcast_object_list([None])[0]))
+            trainer.accelerator.wait_for_everyone()
+    except Exception as error:
+        failure = write_failure(error, folder, "the model folder")
         if failure is None:
             raise
         raise failure from error
 
 
-# -- command line -------------------------------------------------------------------------------------------------
-
-TRAINING_OVERRIDES_DEST = "training_overrides"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", required=True, choices=list(STAGES),
-                        help="pretrain: projector only (lr 1e-4, kept ratio 1.0); vision: ViT + projector (4e-5, 1.0); "
-                             "language: everything (1e-5, 0.1)")
-    parser.add_argument("--data", required=True, help="LLaVA-style JSON / JSONL conversations")
-    parser.add_argument("--media-root", required=True, help="folder the records' video / frames / image paths are in")
-    parser.add_argument("--allow-outside-media-root", action="store_true",
-                        help="read media paths that lead outside --media-root (.., absolute paths, symlinks); "
-                             "refused by default")
-    parser.add_argument("--model", required=True, help="AuroraLong save_pretrained folder (model + processor)")
-    parser.add_argument("--output", required=True, help="folder for checkpoints and the final model")
-    parser.add_argument("--lora", action="store_true",
-                        help="LoRA on the RWKV-6 projections (language stage); the projector trains in full, the "
-                             "vision tower stays frozen")
-    parser.add_argument("--lora-targets", choices=list(LORA_TARGET_PRESETS), default="all",
-                        help="with --lora: attention (time-mix r/k/v/g/o), ffn (channel-mix key/receptance/value), "
-                             "all (both; default) or all-linear (PEFT's, less the projector and the frozen tower)")
-    parser.add_argument("--lora-vision", action="store_true", help="with --lora: LoRA on the ViT's projections too")
-    parser.add_argument("--lora-r", type=int, default=64)
-    parser.add_argument("--lora-alpha", type=int, default=128)
-    parser.add_argument("--lora-dropout", type=float, default=0.05)
-    parser.add_argument("--merge-lora", action="store_true", help="with --lora: also write OUTPUT/final merged")
-    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
-                        help=f"drop samples longer than this many tokens (default {DEFAULT_MAX_LENGTH}; 0: no cap)")
-    parser.add_argument("--skip-bad-samples", action="store_true", help="skip bad records with a warning")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.epilog = ("Any TrainingArguments field may follow, spelled as HfArgumentParser spells it, e.g. "
-                     "--max_steps 100 --per_device_train_batch_size 4 --activation_checkpointing "
-                     "--resume_from_checkpoint last.")
-    keep_unknown_arguments(parser, TRAINING_OVERRIDES_DEST)
-
-
-def keep_unknown_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
-    """Make `parser` (a sub-command's) hand the arguments it does not know to `dest` instead of failing, so the
-    TrainingArguments options need not be declared (nor transformers imported) to build the command line."""
-    parse_known = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        namespace, unknown = parse_known(args, namespace)
-        setattr(namespace, dest, list(getattr(namespace, dest, None) or []) + list(unknown))
-        return namespace, []
-
-    parser.parse_known_args = parse_known_args
-
-
-def run(args) -> int:
-    """`auroralong train`; with --json, stdout holds the report alone (one JSON object, from rank 0)."""
-    # Trainer prints its log lines on stdout (PrinterCallback, or tqdm.write beside the progress bar) and so does the
-    # checksum line below: with --json they go to stderr, so that `auroralong train --json | jq` works.
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        report = train(
-            args.stage, args.data, args.media_root, args.model, args.output, lora=args.lora,
-            lora_vision=args.lora_vision, lora_targets=args.lora_targets, lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=args.merge_lora,
-            max_length=args.max_length or None,
-            skip_bad_samples=args.skip_bad_samples, allow_outside_media_root=args.allow_outside_media_root,
-            training_overrides=getattr(args, TRAINING_OVERRIDES_DEST, []),
-        )
-    if report["rank"] == 0:
-        if args.json:
-            print(json.dumps(report), flush=True)
-        else:
-            where = report["final"] or report["adapter"]
-            print(f"{report['stage']}: {report['global_step']} steps, train loss {report['train_loss']:.4f}, "
-                  f"{report['trainable_parameters']:,} trainable parameters, {report['tokens_per_frame']} tokens per "
-                  f"frame; saved {where}")
-    return 0
-
-
 __all__ = [
-    "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "add_arguments",
-    "apply_stage_freezing", "part_of", "run", "save_folder", "train", "trainable_by_part",
-    "weights_checksum",
+    "PART_PREFIXES", "STAGES", "Stage", "UNUSED_PARAMETERS", "add_lora", "apply_stage_freezing", "part_of",
+    "save_folder", "train", "trainable_by_part", "weights_checksum",
 ]

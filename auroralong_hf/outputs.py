@@ -1,28 +1,47 @@
-"""Writing output folders safely: a converter or generator writes into a temporary sibling, then renames it.
+"""Output paths and atomic writes: a command's output is checked before the work that produces it, written under
+a temporary name and renamed into place once complete, and named in the error when writing it fails.
 
-The temporary sibling is named `.{name}.tmp-{pid}-{token}` and holds a marker file (`OWNER_MARKER`:
-pid, host, output name) while it is being written, so it is recognisably ours and its owner is known. It is deleted
-on any exception, on KeyboardInterrupt and on SIGTERM / SIGHUP. A process killed outright (SIGKILL, the OOM killer,
-power loss) cannot clean up, so every write first removes the temporaries of its parent folder whose owner is a
-process of this host that no longer runs; a folder without our marker, or whose owner is alive, is never touched.
+One module, because these are one promise to the user: a run that decodes a long video, builds a 2B model or trains
+for hours neither finds out at the end that its output cannot be written, nor leaves a half-written output behind.
 
-Deliberately light (no torch / transformers): the CLI parser imports it through create_random.
+- Before the work: `check_writable` (a file or folder can be created at a path: not a folder where a file is
+  wanted, no file in the way, not a read-only file system) and `check_output_dir` (a model folder: refused when it
+  is a file, or not empty without overwrite).
+- Writing: `write_file_atomically(path, write)` and `write_folder_atomically(output_dir, write)` run `write` on a
+  temporary sibling and rename it over the output; on any failure (an exception, KeyboardInterrupt, SIGTERM /
+  SIGHUP) the temporary is deleted and an earlier output is left as it was.
+- Failures: `write_failure` turns what a writer raised (an OSError without the file's name, as a full disk's ENOSPC
+  from a write call, or safetensors' error that wraps one) into an OSError naming the output; `os_error_number`
+  reads the error number out of either.
+
+The errors are OSErrors with `errno`, `strerror` and `filename` set, so `except PermissionError` and friends work
+and the command line prints them as `PATH: REASON` (auroralong_hf/cli.py).
+
+Temporary folders are named `.{name}.tmp-{pid}-{token}` and hold a marker file (`OWNER_MARKER`: pid, host, output
+name) while they are being written, so they are recognisably ours and their owner is known. A process killed
+outright (SIGKILL, the OOM killer, power loss) cannot clean up, so every folder write first removes the temporaries
+of its parent folder whose owner is a process of this host that no longer runs; a folder without our marker, or
+whose owner is alive, is never touched. A temporary file (`.{name}.{pid}-{token}.tmp`) has no room for a marker:
+one left by a killed process stays until it is removed by hand.
+
+Rwkv6Cache.save (modeling/) writes its state file the same way with its own code: modeling/ ships as remote code
+inside saved model folders and imports nothing from this package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import uuid
 from pathlib import Path
-
-from .output_paths import os_error_number
 
 OWNER_MARKER = ".auroralong-partial.json"
 _TMP_NAME = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
@@ -30,6 +49,44 @@ _TMP_NAME = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
 _REPLACED = "replaced"
 # Signals that ask a process to stop (kill, a closed terminal) and would otherwise end it without any cleanup.
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+# ---------------------------------------------------------------------------------- checking an output before the work
+
+
+def check_writable(path, *, what: str, folder: bool) -> Path:
+    """`path` made absolute, after checking that it can be written; nothing is created.
+
+    Args:
+        path: a file (`folder=False`) to be created or replaced, or a folder (`folder=True`) to be created or
+            written into; missing parent folders are allowed (they are created when writing).
+        what: how the user gave it (e.g. "--save-state"), for the messages.
+
+    Raises (each naming `path`):
+        IsADirectoryError: a file is wanted and `path` is a folder.
+        FileExistsError: a folder is wanted and `path` is a file.
+        NotADirectoryError: a file stands where a parent folder would be.
+        OSError: no file can be created where `path` goes: PermissionError, or errno EROFS (read-only file system).
+    """
+    path = Path(path).expanduser().absolute()
+    if path.is_dir() and not folder:
+        raise IsADirectoryError(errno.EISDIR, f"{what} is a folder; give a file name", str(path))
+    if path.exists() and not path.is_dir() and folder:
+        raise FileExistsError(errno.EEXIST, f"{what} exists and is not a folder", str(path))
+    # the folder the first missing part of the path would be created in (or the existing output folder itself)
+    where = path if path.is_dir() else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{what} cannot be written: {where} is a file, not a folder",
+                                 str(path))
+    try:
+        # an unnamed file where the kernel allows it (O_TMPFILE): nothing to clean up, even after a crash
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as error:
+        raise OSError(error.errno, f"{what} cannot be written in {where}: {error.strerror}", str(path)) from None
+    return path
 
 
 def check_output_dir(output_dir, overwrite: bool) -> Path:
@@ -46,6 +103,36 @@ def check_output_dir(output_dir, overwrite: bool) -> Path:
         if any(output_dir.iterdir()) and not overwrite:
             raise FileExistsError(f"{output_dir} is not empty; pass --overwrite (overwrite=True) to replace it.")
     return output_dir
+
+
+# -------------------------------------------------------------------------------------------------- writing atomically
+
+
+def write_file_atomically(path, write) -> Path:
+    """Run `write(tmp)`, which creates the file `tmp` (a temporary sibling of `path`), then rename it over `path`.
+
+    `tmp` is a Path in `path`'s folder (created with its parents when missing) where nothing exists yet; `write`
+    creates the file there, e.g. `lambda tmp: fig.savefig(tmp, format="png")`. The rename is atomic: `path` holds
+    either its earlier content or the complete new file, never a half-written one. On any failure (an exception,
+    KeyboardInterrupt, SIGTERM / SIGHUP) the temporary file is deleted, `path` is left as it was and the exception
+    propagates; an OSError that names the temporary file, or no file (a full disk's ENOSPC), is raised naming
+    `path` instead, its errno and subclass (PermissionError, ...) kept. A SIGTERM / SIGHUP is delivered again once
+    the cleanup is done. Returns `path` as a Path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    with _stop_signals_raise():
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(err, OSError) and err.errno is not None and _names_no_file_but(err, tmp):
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
+    return path
 
 
 def write_folder_atomically(output_dir: Path, write) -> None:
@@ -117,6 +204,33 @@ def remove_stale_temporaries(parent) -> list[Path]:
     return removed
 
 
+# ---------------------------------------------------------------------------------------------------- naming a failure
+
+
+def write_failure(error: BaseException, path, what: str) -> OSError | None:
+    """An OSError naming `path` for an `error` raised while writing it, or None when `error` is not an I/O error.
+
+    `error`: an OSError (a full disk's ENOSPC from a write call carries no file name), or safetensors'
+    SafetensorError, whose message carries the I/O error as "(os error N)" and names its own temporary file.
+    """
+    number = os_error_number(error)
+    if number is None:
+        return None
+    return OSError(number, f"{what} could not be written: {os.strerror(number)}", str(path))
+
+
+def os_error_number(error: BaseException) -> int | None:
+    """The OS error number of a failed write: an OSError's errno, or the "(os error N)" that safetensors'
+    SafetensorError carries in its message (it wraps the I/O error of a full disk that way); else None."""
+    if isinstance(error, OSError):
+        return error.errno
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    return int(found.group(1)) if found else None
+
+
+# --------------------------------------------------------------------- the temporaries, their errors, the stop signals
+
+
 def _remove_owned(folder: Path) -> None:
     """Delete our temporary `folder`, its owner marker last: a removal cut short is finished by the next run."""
     with contextlib.suppress(OSError):
@@ -180,6 +294,13 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _names_no_file_but(err: OSError, tmp: Path) -> bool:
+    """Whether `err` names no file, or only the temporary file `tmp` (a name that would only puzzle the user)."""
+    if err.filename is None:
+        return True
+    return isinstance(err.filename, (str, bytes, os.PathLike)) and os.fsdecode(err.filename) == os.fspath(tmp)
+
+
 def _write_error(output_dir: Path, err: BaseException) -> OSError | None:
     """An OSError naming `output_dir` and the reason for a failure of the file system (its errno and subclass kept,
     e.g. PermissionError), else None.
@@ -204,7 +325,7 @@ def _write_error(output_dir: Path, err: BaseException) -> OSError | None:
 
 
 class _Stopped(BaseException):
-    """Raised in the main thread by SIGTERM / SIGHUP while a folder is written, so that it is cleaned up."""
+    """Raised in the main thread by SIGTERM / SIGHUP while an output is written, so that it is cleaned up."""
 
     def __init__(self, signum: int):
         super().__init__(f"stopped by signal {signum}")
@@ -241,3 +362,9 @@ def _stop_signals_raise():
     finally:
         for signum in ours:
             signal.signal(signum, signal.SIG_DFL)
+
+
+__all__ = [
+    "OWNER_MARKER", "check_output_dir", "check_writable", "os_error_number", "remove_stale_temporaries",
+    "write_failure", "write_file_atomically", "write_folder_atomically",
+]
