@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image, UnidentifiedImageError
 
-from .modeling.configuration_siglip_tome import tokens_per_frame
+from .modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
+from .modeling.modeling_siglip_tome import SiglipToMeVisionModel
 from .outputs import write_file_atomically
 from .processing.image_io import upright
 from .processing.processing_auroralong import AuroraLongProcessor
@@ -112,20 +114,8 @@ def _load_video_frames(path: Path, max_frames: int, pillow_reason: str, processo
 
 def build_model(model_dir=None, *, token_kept_ratio=None, sort=None, seed: int = 0):
     """The S-ToMe vision tower: from a folder (`from_pretrained`) or, without one, a seeded random tiny encoder with
-    a real 384/16 patch grid. `token_kept_ratio` and `sort`, when given, override the config's."""
-    import torch
-    from huggingface_hub.errors import StrictDataclassError
-
-    from .modeling.configuration_siglip_tome import SiglipToMeVisionConfig
-    from .modeling.modeling_siglip_tome import SiglipToMeVisionModel
-
-    if token_kept_ratio is not None and not 0 < token_kept_ratio <= 1:
-        raise ValueError(f"--token-kept-ratio must be in (0, 1], got {token_kept_ratio}.")
-    overrides = {}
-    if token_kept_ratio is not None:
-        overrides.update(token_kept_ratio=token_kept_ratio, tome_r=None)  # an explicit ratio wins over a fixed r
-    if sort is not None:
-        overrides["tome_sort"] = sort
+    a real 384/16 patch grid. `token_kept_ratio` (`SiglipToMeVisionConfig.set_token_kept_ratio`) and `sort`, when
+    given, override the config's; a value the config refuses is a ValueError."""
     try:
         if model_dir:
             folder = Path(model_dir)
@@ -133,13 +123,22 @@ def build_model(model_dir=None, *, token_kept_ratio=None, sort=None, seed: int =
                 raise FileNotFoundError(f"{folder}: no such model folder.")
             if not (folder / "config.json").is_file():
                 raise ValueError(f"{folder}: not a save_pretrained folder (no config.json).")
-            model = SiglipToMeVisionModel.from_pretrained(str(folder), **overrides)
+            config = SiglipToMeVisionConfig.from_pretrained(str(folder))
             source = str(folder)
         else:
-            torch.manual_seed(seed)
-            model = SiglipToMeVisionModel(SiglipToMeVisionConfig(**TINY_ENCODER, **overrides))
+            config = SiglipToMeVisionConfig(**TINY_ENCODER)
             source = (f"random tiny encoder (seed {seed}; {TINY_ENCODER['num_hidden_layers']} layers, hidden "
                       f"{TINY_ENCODER['hidden_size']})")
+        if token_kept_ratio is not None:
+            config.set_token_kept_ratio(token_kept_ratio)
+        if sort is not None:
+            config.tome_sort = sort
+            config.validate_architecture()
+        if model_dir:
+            model = SiglipToMeVisionModel.from_pretrained(str(folder), config=config)
+        else:
+            torch.manual_seed(seed)
+            model = SiglipToMeVisionModel(config)
     except StrictDataclassError as error:  # the config's validation: a ValueError for the command line
         raise ValueError(str(error)) from error
     return model.eval(), source

@@ -62,7 +62,8 @@ IMPORTS_OF_THE_HELP = f"""
 import sys
 import auroralong_cli
 from auroralong_hf.cli import main
-for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"]):
+for argv in (["--help"], ["bench", "--help"], ["create-random", "--help"], ["describe", "--help"],
+             ["generate", "--help"], ["convert", "--help"], ["tome-viz", "--help"], ["train", "--help"]):
     try:
         main(argv)
     except SystemExit:
@@ -77,6 +78,19 @@ def test_help_imports_neither_torch_nor_transformers():
     result = subprocess.run([sys.executable, "-c", IMPORTS_OF_THE_HELP], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-3000:]
+
+
+def test_the_faces_choices_are_the_libraries_tables():
+    """The light faces spell out the names their libraries' tables hold (so that `--help` loads no torch): they must
+    stay the same names."""
+    from auroralong_hf import create_random
+    from auroralong_hf.commands import create_random as create_random_face
+    from auroralong_hf.commands import train as train_face
+    from auroralong_hf.training.train import STAGES
+
+    assert tuple(create_random.SIZES) == create_random_face.SIZE_NAMES
+    assert tuple(create_random.DTYPES) == create_random_face.DTYPE_NAMES
+    assert tuple(STAGES) == train_face.STAGE_NAMES
 
 
 def test_the_check_above_sees_a_heavy_import():

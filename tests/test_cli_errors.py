@@ -295,7 +295,7 @@ def test_train_on_a_full_disk_leaves_no_half_written_model(workspace, tmp_path, 
 
 
 def test_train_interrupted_while_saving_keeps_the_earlier_model(workspace, tmp_path, capsys, monkeypatch):
-    import auroralong_hf.folder_metadata as folder_metadata
+    import auroralong_hf.training.train as training
 
     output = tmp_path / "out"
     (output / "final").mkdir(parents=True)
@@ -304,7 +304,7 @@ def test_train_interrupted_while_saving_keeps_the_earlier_model(workspace, tmp_p
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(folder_metadata, "write_training_card", interrupted)  # the last step of writing final/
+    monkeypatch.setattr(training, "write_training_card", interrupted)  # the last step of writing final/
     assert main(train_command(workspace, output)) == 130
     assert capsys.readouterr().err.endswith("auroralong train: interrupted\n")
     assert os.listdir(output) == ["final"] and os.listdir(output / "final") == ["config.json"]

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
+from ..commands.describe import DEFAULT_QUESTION
 from ..create_random import SIZES
 from ..modeling.streaming import DEFAULT_CHUNK_FRAMES
 
-DESCRIBE_QUESTION = "What happens in this video?"  # `auroralong describe`'s default
+DESCRIBE_QUESTION = DEFAULT_QUESTION  # `auroralong describe`'s default
 # the random models' geometry: `auroralong create-random`'s sizes (create_random.size_configs)
 SIZES_SOURCE = "auroralong_hf.create_random.SIZES"
 WORKER_TIMEOUT_S = 4 * 3600

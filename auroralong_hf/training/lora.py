@@ -20,6 +20,9 @@ decay layers (`attn.x_proj`, `attn.w_proj.linear.lora`) are not `nn.Linear` (mod
 are left alone by both. PEFT's "all-linear" on a whole AuroraLong also adapts the projector and every SigLIP
 linear; `auroralong train` excludes those (the projector trains in full, the tower stays frozen without
 `--lora-vision`).
+
+The presets are read by the `auroralong train` face (its `--help` loads no torch), through the light
+`auroralong_hf.training` package: torch, transformers and peft are imported by the two functions that need them.
 """
 
 from __future__ import annotations

@@ -34,10 +34,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate.utils import broadcast_object_list
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
+from ..folder_metadata import answer_generation_config, write_training_card
+from ..loading import load_pretrained
 from ..outputs import check_writable, write_failure, write_folder_atomically
 from . import DEFAULT_MAX_LENGTH
+from .data import ConversationCollator, load_conversations
 from .lora import LORA_TARGET_PRESETS, lora_config
 
 
@@ -116,7 +122,6 @@ def add_lora(model, stage: Stage, *, lora_vision: bool = False, targets: str = "
 
 def weights_checksum(model) -> str:
     """sha256 over every parameter's name and bytes (float32), in name order: equal on ranks that agree."""
-    import torch
 
     digest = hashlib.sha256()
     for name, parameter in sorted(model.named_parameters()):
@@ -127,7 +132,6 @@ def weights_checksum(model) -> str:
 
 def stage_training_defaults(stage: Stage, output_dir: str) -> list[str]:
     """Table 1's TrainingArguments, as command-line arguments (user arguments placed after them win)."""
-    import torch
 
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return [
@@ -150,8 +154,6 @@ def stage_training_defaults(stage: Stage, output_dir: str) -> list[str]:
 
 def parse_training_arguments(stage: Stage, output_dir: str, overrides: list[str]):
     """TrainingArguments from Table 1's defaults and the user's HfArgumentParser-spelled overrides."""
-    import torch
-    from transformers import HfArgumentParser, TrainingArguments
 
     defaults = stage_training_defaults(stage, output_dir)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -183,12 +185,7 @@ def train(stage: str, data: str, media_root: str, model_dir: str, output_dir: st
           merge: bool = False, max_length: int | None = DEFAULT_MAX_LENGTH, skip_bad_samples: bool = False,
           allow_outside_media_root: bool = False, training_overrides: list[str] = ()) -> dict:
     """Run one stage; returns a report (plain values). See the module docstring."""
-    from transformers import Trainer
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from ..folder_metadata import answer_generation_config, write_training_card
-    from ..loading import load_pretrained
-    from .data import ConversationCollator, load_conversations
 
     if stage not in STAGES:
         raise ValueError(f"Unknown stage {stage!r}: choose one of {', '.join(STAGES)}.")
