@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 
 WKV_BACKENDS = ("auto", "fla", "torch")
 WKV_BACKEND_ENV = "AURORALONG_WKV_BACKEND"
+DECODE_IMPLEMENTATIONS = ("auto", "eager", "static", "cuda_graph")
 
 
 @strict
@@ -30,6 +31,11 @@ class Rwkv6Config(PreTrainedConfig):
         wkv_backend: "auto" (fla's Triton kernels on CUDA when fla is installed, pure PyTorch elsewhere),
             "fla" or "torch". The environment variable `AURORALONG_WKV_BACKEND` overrides it at run time.
         wkv_chunk_size: Chunk length of the pure-PyTorch chunked WKV.
+        decode_implementation: How `generate` runs each token it decodes (the prompt is unaffected): "auto" (a
+            CUDA-graph-captured one-token step when the model sits on one CUDA device, the plain forward elsewhere),
+            "eager" (the plain forward: the exact path, on every device), "static" (the captured step's code run
+            without a graph: for checking it) or "cuda_graph". `generate(decode_implementation=...)` overrides it
+            for one call. See decode_step_rwkv6.py.
         initializer_range: Std of the normal init of embeddings and the head.
         use_cache: Whether forward returns the recurrent state by default.
         tie_word_embeddings: Whether the head shares the embedding matrix (False in released Finch models).
@@ -49,6 +55,7 @@ class Rwkv6Config(PreTrainedConfig):
     group_norm_eps: float = 64e-5
     wkv_backend: str = "auto"
     wkv_chunk_size: int = 16
+    decode_implementation: str = "auto"
     initializer_range: float = 0.02
     use_cache: bool = True
     tie_word_embeddings: bool = False
@@ -90,6 +97,9 @@ class Rwkv6Config(PreTrainedConfig):
                 raise ValueError(f"Rwkv6Config.{name} must be > 0, got {getattr(self, name)}.")
         if self.wkv_backend not in WKV_BACKENDS:
             raise ValueError(f"Rwkv6Config.wkv_backend must be one of {WKV_BACKENDS}, got {self.wkv_backend!r}.")
+        if self.decode_implementation not in DECODE_IMPLEMENTATIONS:
+            raise ValueError(f"Rwkv6Config.decode_implementation must be one of {DECODE_IMPLEMENTATIONS}, got "
+                             f"{self.decode_implementation!r}.")
 
     def resolved_wkv_backend(self) -> str:
         """The backend asked for: the environment variable wins over the config field."""

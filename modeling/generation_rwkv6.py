@@ -3,14 +3,17 @@
 `Rwkv6GenerationMixin` reads a prompt into the state through the model's `feed` (memory does not grow with the
 prompt's length), continues a copy of a user's state from the tokens it has not seen, and leaves the decoding loop to
 transformers. Every path through it appends `NaNLogitsCheck`, so non-finite scores stop generation with an error
-instead of an empty answer. Of its model the mixin asks, beyond a `PreTrainedModel`, only `feed(state, ids,
-attention_mask=...)`.
+instead of an empty answer. The tokens it decodes go through a `Rwkv6DecodeStep` (a CUDA graph by default on CUDA;
+decode_step_rwkv6.py) or the plain forward, as `decode_implementation` says. Of its model the mixin asks, beyond a
+`PreTrainedModel` whose `get_decoder()` is its `Rwkv6Model`, only `feed(state, ids, attention_mask=...)` and a
+`forward` that hands its inputs to a `decode_step` it is given.
 """
 
 import torch
 from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
 
 from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
+from .decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
 
 
 class NaNLogitsCheck(LogitsProcessor):
@@ -41,6 +44,10 @@ class Rwkv6GenerationMixin(GenerationMixin):
     `input_ids` are either the whole sequence, whose first `state.seen_tokens` ids the state has seen (only the
     rest is fed), or new tokens only. The user's state is not changed: generation advances a copy, which a
     `return_dict_in_generate` output carries.
+
+    `decode_implementation` ("auto", "eager", "static", "cuda_graph"; default the text config's, "auto") chooses how
+    the decoded tokens run: "auto" replays a CUDA graph of the one-token step on CUDA and uses the plain forward
+    elsewhere; "eager" is the plain forward everywhere (see `resolve_decode_implementation`).
     """
 
     @classmethod
@@ -70,15 +77,31 @@ class Rwkv6GenerationMixin(GenerationMixin):
                  cache: Rwkv6Cache | None = None, past_key_values: Rwkv6Cache | None = None, **kwargs):
         """transformers' `generate`, the prompt read into the state by the model's `feed` (`FEED_CHUNK_TOKENS` at a
         time: memory does not grow with its length), continuing a copy of a user's state from the tokens it has not
-        seen (see the class docstring)."""
+        seen, its tokens decoded as `decode_implementation` says (see the class docstring)."""
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         state = resolve_cache_argument(cache, past_key_values)
         if input_ids is None or not self._uses_cache(state, kwargs):  # transformers' own path
             if state is not None:
                 kwargs[CACHE_NAME] = state.copy()
-            kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
-            return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
+            return self._decode(input_ids, attention_mask, kwargs)
         return self._generate_streamed(input_ids, attention_mask, state, **kwargs)
+
+    def _decode(self, input_ids: torch.LongTensor | None, attention_mask: torch.Tensor | None, kwargs: dict):
+        """transformers' own `generate` (a subclass's would classify the ids again), with `NaNLogitsCheck` and the
+        decode step `decode_implementation` (popped from `kwargs`) asks for. The step lets go of the generation's
+        state when it ends, whatever the way."""
+        implementation = resolve_decode_implementation(self, kwargs.pop("decode_implementation", None))
+        step = None
+        if implementation != "eager" and self._uses_cache(None, kwargs):
+            step = Rwkv6DecodeStep.for_model(self, capture=implementation == "cuda_graph")
+        kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
+        try:
+            if step is not None:
+                kwargs["decode_step"] = step  # a model input: prepare_inputs_for_generation passes it on
+            return GenerationMixin.generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            if step is not None:
+                step.release()
 
     def _uses_cache(self, state: Rwkv6Cache | None, kwargs: dict) -> bool:
         """Whether `generate` decodes from a state (`use_cache`, the default); without, transformers runs the
@@ -116,9 +139,7 @@ class Rwkv6GenerationMixin(GenerationMixin):
             ids, mask = input_ids, torch.cat([seen_mask, new_mask], dim=1)
         offset = state.seen_tokens - (ids.shape[1] - 1)
         state.seen_tokens -= offset
-        kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
-        # transformers' own generate (a subclass's would classify the ids again)
-        output = GenerationMixin.generate(self, ids, attention_mask=mask, **{CACHE_NAME: state}, **kwargs)
+        output = self._decode(ids, mask, {CACHE_NAME: state, **kwargs})
         state.seen_tokens += offset  # the output's state (return_dict_in_generate) counts everything it has seen
         return output
 
@@ -137,7 +158,10 @@ class Rwkv6GenerationMixin(GenerationMixin):
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, is_first_iteration=False,
-                                      **kwargs):
+                                      decode_step: Rwkv6DecodeStep | None = None, **kwargs):
+        """transformers' inputs, plus `decode_step` for a decoded token (never for the prompt): one new id per row
+        continuing a state, no hidden states asked for. Such a token is always real (transformers extends the
+        attention mask with ones at every step), so the step needs no mask."""
         state = kwargs.get("cache", kwargs.get("past_key_values"))
         nothing_new = next_sequence_length is not None and next_sequence_length <= 0
         if is_first_iteration and isinstance(state, Rwkv6Cache) and nothing_new:
@@ -146,9 +170,14 @@ class Rwkv6GenerationMixin(GenerationMixin):
                 "left to feed. Pass the whole sequence, or only the new tokens with an attention mask of seen + new "
                 "columns."
             )
-        return super().prepare_inputs_for_generation(
+        inputs = super().prepare_inputs_for_generation(
             input_ids, next_sequence_length=next_sequence_length, is_first_iteration=is_first_iteration, **kwargs
         )
+        decoded_token = (not is_first_iteration and next_sequence_length == 1 and isinstance(state, Rwkv6Cache)
+                         and inputs.get("inputs_embeds") is None and not kwargs.get("output_hidden_states"))
+        if decode_step is not None and decoded_token:
+            inputs["decode_step"] = decode_step
+        return inputs
 
 
 __all__ = ["NaNLogitsCheck", "Rwkv6GenerationMixin", "with_nan_logits_check"]

@@ -17,6 +17,7 @@ from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
 from .checkpoint_checks import CompleteCheckpointMixin
 from .configuration_auroralong import AuroraLongConfig
 from .configuration_siglip_tome import tokens_per_frame
+from .decode_step_rwkv6 import Rwkv6DecodeStep
 from .generation_rwkv6 import Rwkv6GenerationMixin
 from .modeling_rwkv6 import FEED_CHUNK_TOKENS, Rwkv6Model
 from .modeling_siglip_tome import SiglipToMeVisionModel
@@ -217,12 +218,16 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Rwkv6Cache | None = None,
+        decode_step: Rwkv6DecodeStep | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given
         (-100 where no loss is wanted, e.g. on the prompt and the visual tokens). `cache` (`past_key_values` before
         transformers 5.24; both work): the RNN state to continue, updated in place and returned in the output's
-        `CACHE_NAME` field."""
+        `CACHE_NAME` field. `decode_step`: what `generate` passes for a decoded text token (ids [B, 1], real, with a
+        cache): the token runs through that `Rwkv6DecodeStep` instead (same logits and state)."""
+        if decode_step is not None:
+            return decode_step(input_ids, resolve_cache_argument(cache, past_key_values))
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,

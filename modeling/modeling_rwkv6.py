@@ -23,6 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
 from .checkpoint_checks import CompleteCheckpointMixin
 from .configuration_rwkv6 import Rwkv6Config
+from .decode_step_rwkv6 import Rwkv6DecodeStep
 from .generation_rwkv6 import Rwkv6GenerationMixin
 from .wkv6 import fla_is_available, wkv6_chunked, wkv6_fla, wkv6_step
 
@@ -492,13 +493,17 @@ class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, Rwkv6GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Rwkv6Cache | None = None,
+        decode_step: Rwkv6DecodeStep | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Logits [B, T, V] (the last `logits_to_keep` positions when > 0); loss when labels [B, T] are given.
 
         `cache` (or its pre-5.24 name `past_key_values`): the state to continue, updated in place and returned in the
-        output's `CACHE_NAME` field.
+        output's `CACHE_NAME` field. `decode_step`: what `generate` passes for a decoded token (ids [B, 1], real, with
+        a cache): the token runs through that `Rwkv6DecodeStep` instead (same logits and state; the mask is unused).
         """
+        if decode_step is not None:
+            return decode_step(input_ids, resolve_cache_argument(cache, past_key_values))
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -38,7 +38,8 @@ def test_saved_folder_loads_with_remote_code_without_the_package(tmp_path):
     model.save_pretrained(folder)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForImageTextToText"] == "modeling_auroralong.AuroraLongForConditionalGeneration"
-    for module in ("modeling_auroralong", "modeling_rwkv6", "cache_rwkv6", "generation_rwkv6", "modeling_siglip_tome",
+    for module in ("modeling_auroralong", "modeling_rwkv6", "cache_rwkv6", "generation_rwkv6", "decode_step_rwkv6",
+                   "modeling_siglip_tome",
                    "wkv6", "configuration_auroralong"):
         assert (folder / f"{module}.py").exists(), module
 

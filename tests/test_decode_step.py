@@ -1,0 +1,171 @@
+"""The static one-token decode step (modeling/decode_step_rwkv6.py) on CPU: its eager twin is exactly the model's plain
+forward with a cache, step after step; `generate` through it gives exactly the same tokens, logits and final state;
+the choice of implementation (config field, generate argument) works; batch-size changes rebuild the buffers; the
+state never stays aliased to the step's buffers after `generate`. The CUDA graph itself is checked in test_gpu.py."""
+
+import pytest
+import torch
+from outputs import state_of
+from tiny_models import decisive_auroralong
+
+from auroralong_hf import Rwkv6Cache
+from auroralong_hf.modeling.decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
+
+GREEDY = {"max_new_tokens": 6, "do_sample": False}
+
+
+def tensors_of(state: Rwkv6Cache) -> list[torch.Tensor]:
+    return state.attn_shift + state.ffn_shift + state.wkv
+
+
+def same_state(a: Rwkv6Cache, b: Rwkv6Cache) -> bool:
+    return (all(torch.equal(x, y) for x, y in zip(tensors_of(a), tensors_of(b), strict=True))
+            and a.seen_tokens == b.seen_tokens and torch.equal(a.fingerprint, b.fingerprint))
+
+
+@pytest.fixture
+def model(tiny_rwkv6):
+    tiny_rwkv6.generation_config.eos_token_id = None  # always the asked number of tokens
+    return tiny_rwkv6
+
+
+def calls_of_step(monkeypatch) -> list[int]:
+    """A list that receives the batch size of every call of any `Rwkv6DecodeStep`."""
+    calls, call = [], Rwkv6DecodeStep.__call__
+
+    def spy(self, input_ids, cache):
+        calls.append(input_ids.shape[0])
+        return call(self, input_ids, cache)
+
+    monkeypatch.setattr(Rwkv6DecodeStep, "__call__", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_eager_twin_equals_the_plain_forward_bit_for_bit(model, dtype):
+    model = model.to(dtype)
+    plain = state_of(model(torch.randint(0, 300, (3, 9)), use_cache=True))  # a carried state from a prompt
+    stepped = plain.copy()
+    step = Rwkv6DecodeStep(model, capture=False)
+    for _ in range(5):
+        token = torch.randint(0, 300, (3, 1))
+        with torch.no_grad():
+            expected = model(token, cache=plain, logits_to_keep=1).logits
+        output = step(token, stepped)
+        assert output.logits.dtype == dtype and torch.equal(output.logits, expected)
+        assert state_of(output) is stepped and same_state(stepped, plain)
+    step.release()
+    assert not any(t is b for t in tensors_of(stepped) for b in step.attn_shift + step.ffn_shift + step.wkv)
+    assert same_state(stepped, plain)
+
+
+def test_generate_through_the_step_gives_the_same_tokens_logits_and_state(model, monkeypatch):
+    prompt = torch.randint(1, 300, (3, 8))
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0  # left padding: only the prompt has pads, every decoded token is real
+    kwargs = {"attention_mask": mask, "return_dict_in_generate": True, "output_logits": True, **GREEDY}
+    plain = model.generate(prompt, decode_implementation="eager", **kwargs)
+    calls = calls_of_step(monkeypatch)
+    stepped = model.generate(prompt, decode_implementation="static", **kwargs)
+    assert calls == [3] * (GREEDY["max_new_tokens"] - 1)  # every decoded token but the first (the prompt's forward)
+    assert torch.equal(stepped.sequences, plain.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(stepped.logits, plain.logits, strict=True))
+    assert same_state(state_of(stepped), state_of(plain))
+    step = Rwkv6DecodeStep.for_model(model, capture=False)
+    buffers = step.attn_shift + step.ffn_shift + step.wkv
+    assert not any(t is b for t in tensors_of(state_of(stepped)) for b in buffers)  # released when generate ended
+    # the next generation reuses the buffers; the state returned before is not touched by it
+    before = state_of(stepped).copy()
+    model.generate(prompt, decode_implementation="static", **kwargs)
+    assert same_state(state_of(stepped), before)
+
+
+def test_decoded_tokens_reach_the_model_as_real_tokens(model, monkeypatch):
+    """Left padding only affects the prompt: at every decoded token the attention mask's new column is all ones,
+    which is what lets the step take no mask."""
+    prompt = torch.randint(1, 300, (2, 7))
+    mask = torch.ones_like(prompt)
+    mask[0, :4] = 0
+    seen, prepare = [], type(model).prepare_inputs_for_generation
+
+    def spy(self, input_ids, *args, **kwargs):
+        inputs = prepare(self, input_ids, *args, **kwargs)
+        if "decode_step" in inputs:
+            seen.append((inputs["input_ids"].shape, bool(inputs["attention_mask"][:, -1].all())))
+        return inputs
+
+    monkeypatch.setattr(type(model), "prepare_inputs_for_generation", spy)
+    model.generate(prompt, attention_mask=mask, decode_implementation="static", **GREEDY)
+    assert seen == [(torch.Size([2, 1]), True)] * (GREEDY["max_new_tokens"] - 1)
+
+
+def test_beams_sampling_and_a_user_state_through_the_step(model):
+    prefix, question = torch.randint(1, 300, (2, 10)), torch.randint(1, 300, (2, 5))
+    whole = torch.cat([prefix, question], dim=1)
+    for mode in ({"num_beams": 3}, {"do_sample": True, "top_k": 20}, {"num_return_sequences": 2, "do_sample": True}):
+        state = model.new_state(2)
+        model(prefix, cache=state)
+        answers = []
+        for implementation in ("eager", "static"):
+            torch.manual_seed(3)
+            answers.append(model.generate(whole, cache=state, max_new_tokens=5, decode_implementation=implementation,
+                                          **mode))
+        assert torch.equal(*answers), mode
+        assert state.seen_tokens == 10 and state.wkv[0].shape[0] == 2  # the user's state is left as it was
+
+
+def test_a_batch_size_change_rebuilds_the_buffers(model):
+    step = Rwkv6DecodeStep.for_model(model, capture=False)
+    for batch in (2, 3, 1):
+        prompt = torch.randint(1, 300, (batch, 6))
+        assert torch.equal(model.generate(prompt, decode_implementation="static", **GREEDY),
+                           model.generate(prompt, decode_implementation="eager", **GREEDY))
+        assert step.batch_size == batch and step.wkv[0].shape[0] == batch
+    assert Rwkv6DecodeStep.for_model(model, capture=False) is step  # kept across calls
+    state = state_of(model(torch.randint(0, 300, (4, 3)), use_cache=True))
+    plain = state.copy()
+    token = torch.randint(0, 300, (4, 1))
+    with torch.no_grad():
+        assert torch.equal(step(token, state).logits, model(token, cache=plain, logits_to_keep=1).logits)
+    assert same_state(state, plain)
+    step.release()
+
+
+def test_the_choice_of_implementation(model, monkeypatch):
+    assert model.config.decode_implementation == "auto"
+    assert resolve_decode_implementation(model) == "eager"  # auto: the plain forward off CUDA
+    assert resolve_decode_implementation(model, "static") == "static"
+    with pytest.raises(ValueError, match="one CUDA device"):
+        resolve_decode_implementation(model, "cuda_graph")
+    with pytest.raises(ValueError, match="decode_implementation must be one of"):
+        model.generate(torch.randint(1, 300, (1, 4)), decode_implementation="fast", **GREEDY)
+    with pytest.raises(Exception, match="decode_implementation"):  # the config's strict validation error
+        type(model.config)(hidden_size=64, num_hidden_layers=1, head_size=32, decode_implementation="graph")
+    calls = calls_of_step(monkeypatch)
+    prompt = torch.randint(1, 300, (1, 4))
+    model.generate(prompt, **GREEDY)
+    assert calls == []  # CPU: nothing changes by default
+    model.config.decode_implementation = "static"  # the model's default ...
+    expected = model.generate(prompt, decode_implementation="eager", **GREEDY)  # ... overridden for one call
+    assert calls == []
+    assert torch.equal(model.generate(prompt, **GREEDY), expected)
+    assert len(calls) == GREEDY["max_new_tokens"] - 1
+    model.config.decode_implementation = "auto"
+
+
+def test_auroralong_streams_and_decodes_through_the_step(monkeypatch):
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 3,
+              "image_size": 64, "patch_size": 16, "token_kept_ratio": 0.5, "vision_use_head": False}
+    model = decisive_auroralong(vision, {"hidden_size": 64, "num_hidden_layers": 2, "head_size": 32})
+    model.generation_config.eos_token_id = None
+    frames = 2 * 8  # 2 frames x tokens_per_frame (16 patches, ratio 0.5)
+    input_ids = torch.tensor([[24281, 59, 11] + [model.config.video_token_id] * frames + [11, 5585, 41693, 59]] * 2)
+    inputs = {"input_ids": input_ids, "pixel_values_videos": torch.randn(2, 2, 3, 64, 64),
+              "return_dict_in_generate": True, "output_logits": True, **GREEDY}
+    plain = model.generate(**inputs, decode_implementation="eager")
+    calls = calls_of_step(monkeypatch)
+    stepped = model.generate(**inputs, decode_implementation="static")
+    assert calls == [2] * (GREEDY["max_new_tokens"] - 1)
+    assert torch.equal(stepped.sequences, plain.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(stepped.logits, plain.logits, strict=True))
+    assert same_state(state_of(stepped), state_of(plain))
