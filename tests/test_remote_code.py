@@ -39,8 +39,7 @@ def test_saved_folder_loads_with_remote_code_without_the_package(tmp_path):
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForImageTextToText"] == "modeling_auroralong.AuroraLongForConditionalGeneration"
     for module in ("modeling_auroralong", "modeling_rwkv6", "cache_rwkv6", "generation_rwkv6", "decode_step_rwkv6",
-                   "modeling_siglip_tome",
-                   "wkv6", "configuration_auroralong"):
+                   "modeling_siglip_tome", "wkv6", "configuration_auroralong"):
         assert (folder / f"{module}.py").exists(), module
 
     tokens = 2 * 8  # 2 frames x tokens_per_frame (16 patches, ratio 0.5)
