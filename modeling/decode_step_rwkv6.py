@@ -42,7 +42,8 @@ def resolve_decode_implementation(model, requested: str | None = None) -> str:
     `DECODE_IMPLEMENTATIONS`: "eager" is the model's plain forward for every token (the exact path); "static" the
     static-buffer step run eagerly (the graph's twin, any device: for checking the graph); "cuda_graph" that step
     captured and replayed (CUDA only); "auto" is "cuda_graph" when the model sits on one CUDA device (no CPU or disk
-    offload) and "eager" elsewhere. Raises ValueError for an unknown name, or "cuda_graph" off CUDA.
+    offload) and its language model and head hold only this model's own layers (`has_only_own_layers`), "eager"
+    elsewhere. Raises ValueError for an unknown name, or "cuda_graph" off CUDA.
     """
     choice = requested if requested is not None else model.config.get_text_config().decode_implementation
     if choice not in DECODE_IMPLEMENTATIONS:
@@ -50,11 +51,21 @@ def resolve_decode_implementation(model, requested: str | None = None) -> str:
     on_one_cuda_device = model.device.type == "cuda" and len(set((getattr(model, "hf_device_map", None)
                                                                   or {"": model.device}).values())) == 1
     if choice == "auto":
-        return "cuda_graph" if on_one_cuda_device else "eager"
+        return "cuda_graph" if on_one_cuda_device and has_only_own_layers(model) else "eager"
     if choice == "cuda_graph" and not on_one_cuda_device:
         raise ValueError(f"decode_implementation='cuda_graph' needs the model on one CUDA device (it is on "
                          f"{model.device}); use 'eager' or 'auto'.")
     return choice
+
+
+def has_only_own_layers(model) -> bool:
+    """Whether the language model and head are built of the RWKV-6 layers and torch.nn modules alone. Layers put in
+    by other libraries (PEFT's adapters, quantised linears) may branch on Python state (an adapter disabled,
+    merged, swapped) that a captured graph would freeze at capture, so "auto" leaves such models eager."""
+    language_model = model.get_decoder()
+    own = type(language_model).__module__  # every RWKV-6 layer is defined beside Rwkv6Model
+    return all(type(module).__module__ == own or type(module).__module__.startswith("torch.nn.")
+               for root in (language_model, model.get_output_embeddings()) for module in root.modules())
 
 
 class Rwkv6DecodeStep:
@@ -122,7 +133,9 @@ class Rwkv6DecodeStep:
         if input_ids is None or input_ids.dim() != 2 or input_ids.shape[1] != 1:
             shape = None if input_ids is None else list(input_ids.shape)
             raise ValueError(f"The decode step takes one token per sequence, ids [batch, 1]; got {shape}.")
-        with self._lock, torch.no_grad():
+        # normal tensors even under a caller's inference_mode: the buffers are updated in place by later calls,
+        # which may run outside it (an inference tensor refuses that)
+        with self._lock, torch.inference_mode(False), torch.no_grad():
             self._prepare(input_ids, cache)
             self.input_ids.copy_(input_ids)
             if self.graph is not None:
@@ -249,4 +262,4 @@ class Rwkv6DecodeStep:
         self.logits.copy_(logits)
 
 
-__all__ = ["WARMUP_STEPS", "Rwkv6DecodeStep", "resolve_decode_implementation"]
+__all__ = ["WARMUP_STEPS", "Rwkv6DecodeStep", "has_only_own_layers", "resolve_decode_implementation"]

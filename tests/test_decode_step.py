@@ -9,7 +9,11 @@ from outputs import state_of
 from tiny_models import decisive_auroralong
 
 from auroralong_hf import Rwkv6Cache
-from auroralong_hf.modeling.decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
+from auroralong_hf.modeling.decode_step_rwkv6 import (
+    Rwkv6DecodeStep,
+    has_only_own_layers,
+    resolve_decode_implementation,
+)
 
 GREEDY = {"max_new_tokens": 6, "do_sample": False}
 
@@ -151,6 +155,22 @@ def test_the_choice_of_implementation(model, monkeypatch):
     assert torch.equal(model.generate(prompt, **GREEDY), expected)
     assert len(calls) == GREEDY["max_new_tokens"] - 1
     model.config.decode_implementation = "auto"
+
+
+def test_buffers_made_under_inference_mode_serve_later_calls_outside_it(model):
+    prompt = torch.randint(1, 300, (2, 5))
+    with torch.inference_mode():
+        inside = model.generate(prompt, decode_implementation="static", **GREEDY)
+    assert torch.equal(model.generate(prompt, decode_implementation="static", **GREEDY), inside)
+    assert torch.equal(model.generate(prompt, decode_implementation="eager", **GREEDY), inside)
+
+
+def test_auto_leaves_models_with_foreign_layers_eager(model):
+    """An adapter's Python-level switches (disabled, merged) would be frozen into a captured graph."""
+    peft = pytest.importorskip("peft")
+    assert has_only_own_layers(model)
+    peft.get_peft_model(model, peft.LoraConfig(target_modules=["key.linear"], r=4))
+    assert not has_only_own_layers(model)
 
 
 def test_auroralong_streams_and_decodes_through_the_step(monkeypatch):
