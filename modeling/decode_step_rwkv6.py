@@ -25,6 +25,7 @@ import warnings
 import weakref
 
 import torch
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache
@@ -41,20 +42,21 @@ def resolve_decode_implementation(model, requested: str | None = None) -> str:
     `requested` (the generate argument; None: the text config's `decode_implementation`) is one of
     `DECODE_IMPLEMENTATIONS`: "eager" is the model's plain forward for every token (the exact path); "static" the
     static-buffer step run eagerly (the graph's twin, any device: for checking the graph); "cuda_graph" that step
-    captured and replayed (CUDA only); "auto" is "cuda_graph" when the model sits on one CUDA device (no CPU or disk
-    offload) and its language model and head hold only this model's own layers (`has_only_own_layers`), "eager"
-    elsewhere. Raises ValueError for an unknown name, or "cuda_graph" off CUDA.
+    captured and replayed (CUDA only); "auto" is "cuda_graph" when the model sits whole on one CUDA device (no CPU or
+    disk offload, no DeepSpeed ZeRO-3 partitioning: a graph replays the weights' addresses of its capture) and its
+    language model and head hold only this model's own layers (`has_only_own_layers`), "eager" elsewhere. Raises
+    ValueError for an unknown name, or "cuda_graph" off CUDA.
     """
     choice = requested if requested is not None else model.config.get_text_config().decode_implementation
     if choice not in DECODE_IMPLEMENTATIONS:
         raise ValueError(f"decode_implementation must be one of {DECODE_IMPLEMENTATIONS}, got {choice!r}.")
-    on_one_cuda_device = model.device.type == "cuda" and len(set((getattr(model, "hf_device_map", None)
-                                                                  or {"": model.device}).values())) == 1
+    devices = sorted(map(str, (getattr(model, "hf_device_map", None) or {"": model.device}).values()))
+    whole_on_one_gpu = model.device.type == "cuda" and len(devices) == 1 and not is_deepspeed_zero3_enabled()
     if choice == "auto":
-        return "cuda_graph" if on_one_cuda_device and has_only_own_layers(model) else "eager"
-    if choice == "cuda_graph" and not on_one_cuda_device:
-        raise ValueError(f"decode_implementation='cuda_graph' needs the model on one CUDA device (it is on "
-                         f"{model.device}); use 'eager' or 'auto'.")
+        return "cuda_graph" if whole_on_one_gpu and has_only_own_layers(model) else "eager"
+    if choice == "cuda_graph" and not whole_on_one_gpu:
+        raise ValueError(f"decode_implementation='cuda_graph' needs the whole model on one CUDA device, not "
+                         f"partitioned by DeepSpeed ZeRO-3 (it is on {', '.join(devices)}); use 'eager' or 'auto'.")
     return choice
 
 

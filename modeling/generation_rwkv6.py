@@ -94,10 +94,9 @@ class Rwkv6GenerationMixin(GenerationMixin):
         step = None
         if implementation != "eager" and self._uses_cache(None, kwargs):
             step = Rwkv6DecodeStep.for_model(self, capture=implementation == "cuda_graph")
+            kwargs["decode_step"] = step  # a model input: prepare_inputs_for_generation hands it to decoded tokens
         kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
         try:
-            if step is not None:
-                kwargs["decode_step"] = step  # a model input: prepare_inputs_for_generation passes it on
             return GenerationMixin.generate(self, input_ids, attention_mask=attention_mask, **kwargs)
         finally:
             if step is not None:
