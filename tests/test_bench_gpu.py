@@ -8,8 +8,11 @@ import math
 import pytest
 import torch
 
+from auroralong_hf.bench import latency, vision
 from auroralong_hf.bench.gpu import FIGURE_KEYS, FULL, GROUPS, add_arguments, figures, gpu_spec
 from auroralong_hf.cli import main
+from auroralong_hf.create_random import random_model, size_configs
+from auroralong_hf.modeling import SiglipToMeVisionConfig
 
 
 def test_without_cuda_it_exits_2_with_one_line(monkeypatch, capsys):
@@ -50,11 +53,28 @@ def test_smoke_run_on_the_cpu(capsys):
     assert [row["frames"] for row in report["transformer"]["rows"]] == [1, 2]
     assert report["transformer"]["transformer_class"] == "LlamaForCausalLM"
     assert report["train"]["row"]["samples_per_s"] > 0 and report["train"]["wkv_backend"] == "torch"
-    assert report["hardware"]["source"].startswith("measured here")
+    assert report["hardware"]["source"] == "measured here"  # no datasheet for a CPU
+
+
+def test_the_suites_models_are_built_on_the_device():
+    """At the paper's geometry on the "meta" device (no memory): every parameter and buffer is created there, in the
+    asked dtype, with nothing built on the CPU first -- what `bench latency --device cuda --size 2b` lacked."""
+    sizes = size_configs("2b")
+    models = [
+        random_model("2b", dtype="bfloat16", device="meta")[0],
+        latency.build_language_model(sizes["text_config"], "ours", device="meta", dtype="bfloat16"),
+        latency.build_language_model(sizes["text_config"], "transformer", device="meta", dtype="bfloat16"),
+        vision.random_vision_tower(SiglipToMeVisionConfig(**sizes["vision_config"]), device="meta", dtype="bfloat16"),
+    ]
+    for model in models:
+        assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.bfloat16)}
+        assert {b.device.type for b in model.buffers()} <= {"meta"}
+    assert sum(p.numel() for p in models[0].parameters()) > 1.8e9
+    assert torch.get_default_dtype() == torch.float32  # building_on restores it
 
 
 def test_goals_are_judged_only_in_the_issues_setting():
-    hardware = {"bandwidth": 4.8e12, "peak_flops": 989e12, "source": "datasheet (NVIDIA H200)"}
+    hardware = {"bandwidth": 4.8e12, "peak_flops": 989e12, "source": "datasheet"}
     for judged, elapsed, verdict in ((True, 100.0, "PASS"), (True, 300.0, "MISS"), (False, 100.0, "n/a")):
         rows = figures({"elapsed_s": elapsed, "hardware": hardware, "judged": judged}, FULL)
         assert rows["suite_s"]["verdict"] == verdict

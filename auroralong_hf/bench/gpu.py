@@ -198,10 +198,9 @@ def measure_hardware(device: torch.device, dtype: torch.dtype, plan: Plan) -> di
     hardware = {"name": name, "copy_mib": plan.copy_mib, "copy_s": copy, "copy_bytes_per_s": copy_bandwidth,
                 "gemm_size": n, "gemm_s": gemm, "gemm_flops_per_s": gemm_flops}
     if spec is not None:
-        hardware.update(bandwidth=spec[0], peak_flops=spec[1], source=f"datasheet ({name})")
-    else:
-        hardware.update(bandwidth=copy_bandwidth, peak_flops=gemm_flops,
-                        source=f"measured here ({name} is not in the datasheet table)")
+        hardware.update(bandwidth=spec[0], peak_flops=spec[1], source="datasheet")
+    else:  # not in GPU_SPECS (or a CPU)
+        hardware.update(bandwidth=copy_bandwidth, peak_flops=gemm_flops, source="measured here")
     return hardware
 
 
@@ -434,15 +433,15 @@ def figure_values(report: dict) -> dict[str, tuple[float, float | None, str]]:
     """key -> (value, limit or reference or None, what the limit is) of the groups that ran."""
     values = {"suite_s": (report["elapsed_s"], None, "")}
     hardware = report["hardware"]
-    bandwidth = f"{hardware['bandwidth'] / 1e12:.3g} TB/s, {hardware['source']}"
+    bandwidth = f"{hardware['bandwidth'] / 1e12:.3g} TB/s ({hardware['source']})"
     if "decode" in report:
         for key, row in zip(("decode_batch1_ms", "decode_batch16_ms"), report["decode"]["batches"], strict=True):
             values[key] = (row["step_s"] * 1e3, row["limit_s"] * 1e3,
                            f"the weights once + the state read and written, at {bandwidth}")
     if "prefill" in report:
         prefill = report["prefill"]
-        note = (f"2 x {prefill['parameters'] / 1e9:.2f}B params x tokens at {hardware['peak_flops'] / 1e12:.0f} "
-                f"TFLOP/s, {hardware['source']}")
+        note = (f"2 x {prefill['parameters'] / 1e9:.3g}B params x tokens at {hardware['peak_flops'] / 1e12:.3g} "
+                f"TFLOP/s ({hardware['source']})")
         for key, row in zip(("prefill_batch1_tokens_per_s", "prefill_batch8_tokens_per_s"), prefill["batches"],
                             strict=True):
             values[key] = (row["tokens_per_s"], prefill["bound_tokens_per_s"], note)
@@ -542,8 +541,8 @@ def table(report: dict) -> str:
         f"{vision['num_hidden_layers']} layers x {vision['hidden_size']}, RWKV-6 {text['num_hidden_layers']} layers x "
         f"{text['hidden_size']}; WKV backend: " + (", ".join(f"{k} {v}" for k, v in backends.items()) or "-"),
         f"hardware: bandwidth {hardware['bandwidth'] / 1e12:.3g} TB/s and dense peak "
-        f"{hardware['peak_flops'] / 1e12:.4g} TFLOP/s, {hardware['source']}; measured: {hardware['copy_mib']} MiB copy "
-        f"{hardware['copy_bytes_per_s'] / 1e12:.3g} TB/s (2 x bytes / time), {hardware['gemm_size']}^3 GEMM "
+        f"{hardware['peak_flops'] / 1e12:.4g} TFLOP/s ({hardware['source']}); measured: {hardware['copy_mib']} MiB "
+        f"copy {hardware['copy_bytes_per_s'] / 1e12:.3g} TB/s (2 x bytes / time), {hardware['gemm_size']}^3 GEMM "
         f"{hardware['gemm_flops_per_s'] / 1e12:.4g} TFLOP/s",
         judged,
         "",
