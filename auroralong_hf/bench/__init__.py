@@ -25,6 +25,9 @@ BENCHMARKS = {
                          "visual tokens: memory and latency ratios", "auroralong_hf.bench.latency"),
     "train": Benchmark("samples/s and peak memory of a language-stage training step, gradient checkpointing off and "
                        "on", "auroralong_hf.bench.train"),
+    "gpu": Benchmark("every GPU figure of issue 12 (decode, prefill, tower, streaming describe, a same-size "
+                     "transformer, a training step) beside its goal, in one process, models built on the GPU",
+                     "auroralong_hf.bench.gpu"),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from ..create_random import size_configs
+from ..create_random import building_on, size_configs
 from ..measure import PeakMemory
 from ..modeling.cache_rwkv6 import CACHE_NAME, Rwkv6Cache
 from ..modeling.configuration_rwkv6 import Rwkv6Config
@@ -94,22 +94,29 @@ def visual_chunks(frames: int, chunk_frames: int, tokens_per_frame: int, width: 
         yield torch.randn(1, count * tokens_per_frame, width, generator=g).to(dtype)
 
 
-def worker(spec: dict) -> dict:
-    """One contender's language model in this fresh process: warm-up, baseline, then the timed runs; one contender's
-    row of the report."""
-    device, dtype = set_up_worker(spec)
-    torch.manual_seed(spec["seed"])
-    text = Rwkv6Config(**spec["text_config"])
+def build_language_model(text_config: dict, contender: str, *, transformer: str = "llama", attn: str = "sdpa",
+                         seed: int = 0, device="cpu", dtype="float32"):
+    """A contender's random language model in eval mode, built on `device` in `dtype` directly
+    (`create_random.building_on`) after `torch.manual_seed(seed)`: "ours", the `Rwkv6ForCausalLM` of `text_config`
+    (its default WKV backend: fla's kernels on CUDA when installed), or "transformer", the Llama / Qwen2 of its shape
+    (`transformer_config`)."""
+    torch.manual_seed(seed)
+    with building_on(device, dtype):
+        if contender == "ours":
+            return Rwkv6ForCausalLM(Rwkv6Config(**text_config)).eval()
+        config = transformer_config(text_config, transformer, attn)
+        return (Qwen2ForCausalLM if transformer == "qwen2" else LlamaForCausalLM)(config).eval()
+
+
+def contender_row(model, spec: dict, prompt: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """One contender's row on the model's device: a 1-frame warm-up, the memory baseline, then `spec["repeats"]`
+    timed runs of the sandwich prompt (`prompt_ids`) around `spec["frames"]` frames of visual tokens and
+    `spec["new_tokens"]` greedy tokens (spec: contender, frames, tokens_per_frame, chunk_frames, new_tokens,
+    repeats, seed)."""
+    device, dtype = model.device, model.dtype
     ours = spec["contender"] == "ours"
-    if ours:
-        model = Rwkv6ForCausalLM(text)
-    else:
-        config = transformer_config(spec["text_config"], spec["transformer"], spec["attn"])
-        model = (Qwen2ForCausalLM if spec["transformer"] == "qwen2" else LlamaForCausalLM)(config)
-    model = model.to(device=device, dtype=dtype).eval()
-    processor = processor_for_vision_config()
-    prefix_ids, suffix_ids = (ids.to(device) for ids in prompt_ids(processor, spec["question"]))
-    tpf, width, chunk_frames = spec["tokens_per_frame"], text.hidden_size, spec["chunk_frames"]
+    prefix_ids, suffix_ids = (ids.to(device) for ids in prompt)
+    tpf, width, chunk_frames = spec["tokens_per_frame"], model.config.hidden_size, spec["chunk_frames"]
 
     def timed(fn):
         synchronize(device)
@@ -123,7 +130,7 @@ def worker(spec: dict) -> dict:
         prefill = 0.0
         with torch.inference_mode():
             if ours:  # streaming: the prompt's head, then the visual tokens chunk by chunk into the state
-                state = Rwkv6Cache(text, 1, device=device, dtype=dtype)
+                state = Rwkv6Cache(model.config, 1, device=device, dtype=dtype)
                 _, seconds = timed(lambda: model.model(input_ids=prefix_ids, cache=state, use_cache=True))
                 prefill += seconds
                 for chunk in chunks:
@@ -175,6 +182,27 @@ def worker(spec: dict) -> dict:
         "model_class": type(model).__name__,
         "attn_implementation": None if ours else model.config._attn_implementation,
         "threads": torch.get_num_threads(),
+    }
+
+
+def worker(spec: dict) -> dict:
+    """One contender's language model in this fresh process, built on the device (`build_language_model`), then
+    `contender_row`."""
+    device, dtype = set_up_worker(spec)
+    model = build_language_model(spec["text_config"], spec["contender"], transformer=spec["transformer"],
+                                 attn=spec["attn"], seed=spec["seed"], device=device, dtype=dtype)
+    return contender_row(model, spec, prompt_ids(processor_for_vision_config(), spec["question"]))
+
+
+def compare(frames: int, tokens_per_frame: int, ours: dict, transformer: dict) -> dict:
+    """One video length's row: both contenders' rows and the transformer / ours ratios of latency, peak memory,
+    memory growth (None when ours grew by nothing measurable) and cache bytes."""
+    return {
+        "frames": frames, "visual_tokens": frames * tokens_per_frame, "ours": ours, "transformer": transformer,
+        "latency_ratio": transformer["latency_s"]["min"] / ours["latency_s"]["min"],
+        "peak_ratio": transformer["peak_mib"] / ours["peak_mib"],
+        "memory_ratio": transformer["growth_mib"] / ours["growth_mib"] if ours["growth_mib"] > 0 else None,
+        "cache_ratio": transformer["cache_bytes"] / ours["cache_bytes"],
     }
 
 
@@ -261,16 +289,8 @@ def measure(args: argparse.Namespace) -> dict:
                         for frames, name in runs],
             Path(tmp_dir), args.parallel,
         )
-    rows = []
-    for frames in args.frames:
-        row = {"frames": frames, "visual_tokens": frames * tpf}
-        row.update({name: result for (f, name), result in zip(runs, results, strict=True) if f == frames})
-        ours, other = row["ours"], row["transformer"]
-        row["latency_ratio"] = other["latency_s"]["min"] / ours["latency_s"]["min"]
-        row["peak_ratio"] = other["peak_mib"] / ours["peak_mib"]
-        row["memory_ratio"] = other["growth_mib"] / ours["growth_mib"] if ours["growth_mib"] > 0 else None
-        row["cache_ratio"] = other["cache_bytes"] / ours["cache_bytes"]
-        rows.append(row)
+    by_run = dict(zip(runs, results, strict=True))
+    rows = [compare(frames, tpf, by_run[frames, "ours"], by_run[frames, "transformer"]) for frames in args.frames]
     env["load_average_after"] = load_average()
 
     text = Rwkv6Config(**size["text_config"])

@@ -360,6 +360,14 @@ def dense_matmuls(model, seq_len: int, seed: int):
 # 4. decode against weight streaming
 
 
+def decode_read_bytes(model) -> int:
+    """Bytes of the weights one decode step of an `Rwkv6ForCausalLM` reads: every parameter once, but only one row
+    of the embedding table (the token's)."""
+    all_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    embedding = model.model.embeddings.weight
+    return all_bytes - (embedding.shape[0] - 1) * embedding.shape[1] * embedding.element_size()
+
+
 def measure_decode(model, args) -> tuple[dict, dict]:
     """4. One decode step against streaming its weights once at the measured copy bandwidth.
 
@@ -395,9 +403,7 @@ def measure_decode(model, args) -> tuple[dict, dict]:
                  "read_sum_s": timings["read"], "read_gb_per_s": nbytes / timings["read"]["min"] / 1e9,
                  "definition": "bytes of the source / min time of dst.copy_(src); read: of src.sum()"}
     all_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    embedding = model.model.embeddings.weight
-    # a step reads one row of the embedding table and every other weight once
-    read_bytes = all_bytes - (embedding.shape[0] - 1) * embedding.shape[1] * embedding.element_size()
+    read_bytes = decode_read_bytes(model)
     stream_s = read_bytes / (bandwidth["copy_gb_per_s"] * 1e9)
     ratio = {stat: timing[stat] / stream_s for stat in ("min", "median")}
     return bandwidth, {

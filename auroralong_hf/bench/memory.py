@@ -14,12 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..create_random import size_configs
+from ..create_random import random_model, size_configs
 from ..measure import PeakMemory
 from ..modeling.cache_rwkv6 import CACHE_NAME
-from ..modeling.configuration_auroralong import AuroraLongConfig
-from ..modeling.modeling_auroralong import AuroraLongForConditionalGeneration
-from ..processor_setup import processor_for_vision_config
 from ..synthetic_video import write_synthetic_video
 from .runner import (
     DESCRIBE_QUESTION,
@@ -56,37 +53,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 class RandomVideo:
-    """A lazy video of preprocessed-looking random frames (uniform in [-1, 1]), made one chunk at a time."""
+    """A lazy video of preprocessed-looking random frames (uniform in [-1, 1]), made one chunk at a time, on `device`
+    (on a GPU the frames are drawn there: a CPU drawing 3.5 M numbers per 8-frame chunk would be the bottleneck)."""
 
-    def __init__(self, frames: int, image_size: int, seed: int):
+    def __init__(self, frames: int, image_size: int, seed: int, device="cpu"):
         self.num_frames, self.image_size, self.seed = frames, image_size, seed
+        self.device = torch.device(device)
 
     def chunks(self, chunk_frames: int):
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator(self.device).manual_seed(self.seed)
         for start in range(0, self.num_frames, chunk_frames):
             count = min(chunk_frames, self.num_frames - start)
-            yield torch.rand(count, 3, self.image_size, self.image_size, generator=g).mul_(2).sub_(1)
+            yield torch.rand(count, 3, self.image_size, self.image_size, generator=g,
+                             device=self.device).mul_(2).sub_(1)
 
 
-def worker(spec: dict) -> dict:
-    """One `describe` run in this fresh process: build the model, note the baseline, then the transformers main
-    path (processor -> generate, which streams the video) and the answer; the row of the report."""
-    device, dtype = set_up_worker(spec)
-    torch.manual_seed(spec["seed"])
-    config = AuroraLongConfig(vision_config=spec["vision_config"], text_config=spec["text_config"])
-    model = AuroraLongForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
-    processor = processor_for_vision_config(spec["vision_config"])
-    image_size, chunk_frames = config.vision_config.image_size, spec["chunk_frames"]
-
+def describe_row(model, processor, *, frames: int, question: str, chunk_frames: int, new_tokens: int, seed: int,
+                 video: str | None = None) -> dict:
+    """One streaming `describe` of `frames` random frames drawn from `seed` (or of the video file `video`) through
+    the transformers main path (processor -> generate, which streams the video `chunk_frames` frames at a time) and
+    `new_tokens` greedy answer tokens, on the model's device; peak memory from just before it (`PeakMemory`) and
+    the time to the last token on the device. A row of the memory report."""
+    device = model.device
     probe = PeakMemory(device)
-    video = spec.get("video") or RandomVideo(spec["frames"], image_size, spec["seed"] + 1)
-    messages = [{"role": "user", "content": [{"type": "video", "video": video},
-                                             {"type": "text", "text": spec["question"]}]}]
-    new_tokens = spec["new_tokens"]
+    source = video or RandomVideo(frames, model.config.vision_config.image_size, seed, device)
+    messages = [{"role": "user", "content": [{"type": "video", "video": source},
+                                             {"type": "text", "text": question}]}]
     start = time.perf_counter()
     with torch.inference_mode():
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                               processor_kwargs={"num_frames": spec["frames"]}).to(device)
+                                               processor_kwargs={"num_frames": frames}).to(device)
         output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                 chunk_frames=chunk_frames, return_dict_in_generate=True)
     synchronize(device)
@@ -96,13 +92,23 @@ def worker(spec: dict) -> dict:
     frames = int(inputs["video_frame_counts"][0])
     prompt_tokens = inputs["input_ids"].shape[1] - frames * tokens_per_frame
     return {
-        **memory, "frames": frames, "source": "video file (PyAV + processor)" if spec.get("video") else "random pixels",
+        **memory, "frames": frames, "source": "video file (PyAV + processor)" if video else "random pixels",
         "visual_tokens": frames * tokens_per_frame, "tokens_per_frame": tokens_per_frame,
         "prompt_tokens": prompt_tokens, "answer_tokens": output.sequences.shape[1] - inputs["input_ids"].shape[1],
         "state_bytes": getattr(output, CACHE_NAME).nbytes,
         "describe_s": seconds, "frames_per_s": frames / seconds,
         "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
     }
+
+
+def worker(spec: dict) -> dict:
+    """One `describe` run in this fresh process: the random model of the spec's size built on the device
+    (`create_random.random_model`), then `describe_row`; the row of the report."""
+    device, _ = set_up_worker(spec)
+    model, processor = random_model(spec["size"], seed=spec["seed"], dtype=spec["dtype"], device=device)
+    return describe_row(model, processor, frames=spec["frames"], question=spec["question"],
+                        chunk_frames=spec["chunk_frames"], new_tokens=spec["new_tokens"], seed=spec["seed"] + 1,
+                        video=spec.get("video"))
 
 
 def table(report: dict) -> str:
@@ -150,10 +156,8 @@ def measure(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     check_streaming_arguments(args)
     size = size_configs(args.size)
-    base_spec = {
-        "vision_config": size["vision_config"], "text_config": size["text_config"], "question": DESCRIBE_QUESTION,
-        "chunk_frames": args.chunk_frames, "new_tokens": args.new_tokens, **run_spec(args),
-    }
+    base_spec = {"size": args.size, "question": DESCRIBE_QUESTION, "chunk_frames": args.chunk_frames,
+                 "new_tokens": args.new_tokens, **run_spec(args)}
     env = environment(args.threads, load_average_before=load_average())
     lengths = sorted(set(args.frames) | ({args.decode_frames} if args.decode_frames > 0 else set()))
     check = None
@@ -198,7 +202,3 @@ def measure(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     run_worker_process(worker)
-
-
-
-# ----------------------------------------------------------------------------------------------------------------

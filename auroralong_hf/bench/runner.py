@@ -57,10 +57,11 @@ def jsonable(value):
 
 def run(benchmark, args: argparse.Namespace) -> int:
     """`auroralong bench KIND`: `benchmark` (a module of this package) measures, then its table goes to stdout
-    (stderr with --json) and, with --json, the report as one JSON object to stdout."""
+    (stderr with --json) and, with --json, the report as one JSON object to stdout. The exit status is 1 when the
+    report lists "errors" (a benchmark that goes on past a figure that failed, as `bench gpu` does), else 0."""
     report = benchmark.measure(args)
     emit(report, benchmark.table(report), args.json)
-    return 0
+    return 1 if report.get("errors") else 0
 
 
 def emit(report: dict, table: str, as_json: bool) -> None:
@@ -101,19 +102,13 @@ def summary(runs: list[float]) -> dict:
     return {"min": min(runs), "median": statistics.median(runs), "runs": runs}
 
 
-def time_runs(fn, repeats: int, warmup: int = 1) -> dict:
-    """Call fn `warmup` times untimed, then `repeats` times timed: {"min", "median", "runs"} in seconds."""
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return summary(runs)
+def time_runs(fn, repeats: int, warmup: int = 1, device: torch.device | None = None) -> dict:
+    """Call fn `warmup` times untimed, then `repeats` times timed: {"min", "median", "runs"} in seconds. With a CUDA
+    `device`, each run is timed from an idle device to the end of its queued work (`synchronize`)."""
+    return time_interleaved({"fn": fn}, repeats, warmup, device)["fn"]
 
 
-def time_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+def time_interleaved(fns: dict, repeats: int, warmup: int = 1, device: torch.device | None = None) -> dict:
     """Like `time_runs` for several contenders, taking turns run by run (A B C A B C ...), so that a slow phase of
     the machine hits all of them alike. Returns {name: {"min", "median", "runs"}}."""
     for _ in range(warmup):
@@ -122,15 +117,18 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
     runs = {name: [] for name in fns}
     for _ in range(max(repeats, 1)):
         for name, fn in fns.items():
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             runs[name].append(time.perf_counter() - start)
     return {name: summary(times) for name, times in runs.items()}
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA), so that a clock read after it times the work."""
-    if device.type == "cuda":
+def synchronize(device: torch.device | None) -> None:
+    """Wait for the device's queued work (CUDA), so that a clock read after it times the work; nothing to wait for
+    on the CPU (or with no device)."""
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 

@@ -73,21 +73,23 @@ def synthetic_train_batch(processor, batch_size: int, frames: int, image_size: i
     return collator(records)
 
 
-def worker(spec: dict) -> dict:
-    """One configuration in this fresh process: the random model in the language stage (everything trainable,
-    the stage's kept ratio), AdamW, baseline, one warm-up step, then the timed steps; the row of the report."""
-    device, _ = set_up_worker(spec)
+def training_row(size: str, *, device, dtype: str = "float32", seed: int = 0, batch_size: int = 4, frames: int = 8,
+                 steps: int = 4, checkpointing: bool = False) -> dict:
+    """Language-stage training steps of the random model of `size`, built on `device` in `dtype` directly
+    (everything trainable, the stage's kept ratio, AdamW): the memory baseline, one warm-up step, then `steps` timed
+    steps of a `synthetic_train_batch` of `batch_size` x `frames` frames; the row of the report. On CUDA the
+    language model's WKV runs on fla's kernels (forward and backward) when fla is installed."""
+    device = torch.device(device)
     stage = STAGES["language"]
-    model, processor = random_model(spec["size"], seed=spec["seed"], dtype=spec["dtype"],
-                                    token_kept_ratio=stage.token_kept_ratio)
+    model, processor = random_model(size, seed=seed, dtype=dtype, token_kept_ratio=stage.token_kept_ratio,
+                                    device=device)
     trainable = apply_stage_freezing(model, stage)
     tokens_per_frame = model.tokens_per_frame
-    model.to(device).train()
-    if spec["checkpointing"]:
+    model.train()
+    if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     checkpointed = sum(bool(getattr(module, "gradient_checkpointing", False)) for module in model.modules())
-    batch = synthetic_train_batch(processor, spec["batch_size"], spec["frames"], model.config.vision_config.image_size,
-                                   spec["seed"] + 1)
+    batch = synthetic_train_batch(processor, batch_size, frames, model.config.vision_config.image_size, seed + 1)
     batch = {key: value.to(device) for key, value in batch.items()}
     batch["pixel_values_videos"] = batch["pixel_values_videos"].to(model.dtype)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -104,7 +106,7 @@ def worker(spec: dict) -> dict:
     losses = [step()]  # warm-up: allocates AdamW's state, warms thread pools and kernels
     synchronize(device)
     seconds = []
-    for _ in range(spec["steps"]):
+    for _ in range(steps):
         start = time.perf_counter()
         losses.append(step())
         synchronize(device)
@@ -114,17 +116,25 @@ def worker(spec: dict) -> dict:
                       if torch.is_tensor(t))
     total = sum(seconds)
     return {
-        **memory, "checkpointing": spec["checkpointing"], "checkpointed_modules": checkpointed,
-        "batch_size": spec["batch_size"], "frames": spec["frames"], "steps": spec["steps"],
+        **memory, "checkpointing": checkpointing, "checkpointed_modules": checkpointed,
+        "batch_size": batch_size, "frames": frames, "steps": steps,
         "sequence_length": batch["input_ids"].shape[1], "tokens_per_frame": tokens_per_frame,
-        "visual_tokens": spec["frames"] * tokens_per_frame,
+        "visual_tokens": frames * tokens_per_frame,
         "label_tokens": int((batch["labels"][0] != -100).sum()),
         "step_s": summary(seconds), "seconds_per_step": total / len(seconds),
-        "samples_per_s": spec["batch_size"] * len(seconds) / total, "losses": losses,
+        "samples_per_s": batch_size * len(seconds) / total, "losses": losses,
         "parameters": sum(p.numel() for p in model.parameters()), "trainable_parameters": trainable,
         "trainable_total": sum(p.numel() for p in parameters), "optimizer_state_bytes": state_bytes,
-        "threads": torch.get_num_threads(),
+        "wkv_backend": model.model.language_model.wkv_backend(device), "threads": torch.get_num_threads(),
     }
+
+
+def worker(spec: dict) -> dict:
+    """One configuration in this fresh process (`training_row`)."""
+    device, _ = set_up_worker(spec)
+    return training_row(spec["size"], device=device, dtype=spec["dtype"], seed=spec["seed"],
+                        batch_size=spec["batch_size"], frames=spec["frames"], steps=spec["steps"],
+                        checkpointing=spec["checkpointing"])
 
 
 def table(report: dict) -> str:

@@ -13,6 +13,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.siglip.modeling_siglip import eager_attention_forward
 
+from ..create_random import building_on
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
 from ..modeling.modeling_siglip_tome import SiglipToMeVisionModel
 from .runner import (
@@ -132,8 +133,9 @@ def merge_free_forward(model, pixel_values, schedule: list[int]):
     return model.head(x) if model.use_head else x
 
 
-def build_random_vision_model(args):
-    """A random fp32 S-ToMe tower of the asked geometry, in eval mode (ratio 1.0: the callers set theirs)."""
+def tower_config(args) -> SiglipToMeVisionConfig:
+    """The S-ToMe tower's config of `auroralong bench vision`'s geometry options (kept ratio 1.0: the callers set
+    theirs); ValueError naming the option that does not fit."""
     heads = args.heads or max(args.hidden_size // 64, 1)
     if args.hidden_size % heads:
         raise ValueError(f"--hidden-size {args.hidden_size} is not divisible by --heads {heads}.")
@@ -151,8 +153,92 @@ def build_random_vision_model(args):
     except StrictDataclassError as error:
         raise ValueError(str(error)) from error
     config._attn_implementation = args.attn
-    torch.manual_seed(args.seed)
-    return SiglipToMeVisionModel(config).eval()
+    return config
+
+
+def random_vision_tower(config: SiglipToMeVisionConfig, *, seed: int = 0, device="cpu", dtype="float32"):
+    """A random S-ToMe tower of `config` in eval mode, its weights drawn after `torch.manual_seed(seed)` and built
+    on `device` in `dtype` directly (`create_random.building_on`)."""
+    torch.manual_seed(seed)
+    with building_on(device, dtype):
+        return SiglipToMeVisionModel(config).eval()
+
+
+def random_pixels(frames: int, image_size: int, seed: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """[frames, 3, S, S] uniform in [-1, 1] (preprocessed-looking frames), drawn on the CPU from `seed`, then moved."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(frames, 3, image_size, image_size, generator=g) * 2 - 1).to(device=device, dtype=dtype)
+
+
+def time_ratios(model, pixel_values: torch.Tensor, ratios: list[float], repeats: int, *, merge_free: bool = True,
+                device: torch.device | None = None) -> list[dict]:
+    """Frames/s of `model` on `pixel_values` [F, 3, S, S] at each kept ratio (1.0 first: the baseline), against
+    each ratio's FLOP bound; one row per ratio (see `measure`'s report).
+
+    The config's token_kept_ratio is set before each forward (the schedule is computed per forward). Contenders
+    (each ratio and, with `merge_free`, each ratio's merge-free twin) take turns run by run, one warm-up each; on a
+    CUDA `device` each run is timed to the end of its work. The ratio is left at 1.0. RuntimeError when a merged
+    forward does not give the counted tokens.
+    """
+    config = model.config
+    ratios = list(dict.fromkeys([1.0, *ratios]))  # the baseline first, no duplicates
+    frames = pixel_values.shape[0]
+    schedules, contenders = {}, {}
+    for ratio in ratios:
+        config.token_kept_ratio = ratio
+        schedules[ratio] = config.merge_schedule()
+
+        def forward(ratio=ratio):
+            config.token_kept_ratio = ratio
+            with torch.inference_mode():
+                model(pixel_values=pixel_values)
+
+        contenders[("tome", ratio)] = forward
+        if ratio < 1 and merge_free:
+            def merge_free_run(schedule=schedules[ratio]):
+                with torch.inference_mode():
+                    merge_free_forward(model, pixel_values, schedule)
+
+            contenders[("plain", ratio)] = merge_free_run
+
+    # a check that the merged forward really produces the counted tokens
+    with torch.inference_mode():
+        for ratio in ratios:
+            config.token_kept_ratio = ratio
+            tokens = model(pixel_values=pixel_values[:1]).last_hidden_state.shape[1]
+            if tokens != tokens_per_frame(config):
+                raise RuntimeError(f"ratio {ratio}: {tokens} tokens per frame, expected {tokens_per_frame(config)}")
+
+    log(f"  timing {len(contenders)} contenders x {repeats} runs (+1 warm-up), {frames} frames each ...")
+    names = list(contenders)
+    timed = time_interleaved({str(i): contenders[name] for i, name in enumerate(names)}, repeats, device=device)
+    timings = {name: timed[str(i)] for i, name in enumerate(names)}
+
+    flops = {ratio: vision_flops(config, schedules[ratio]) for ratio in ratios}
+    base_time, base_flops = timings[("tome", 1.0)], flops[1.0]["total"]
+    rows = []
+    for ratio in ratios:
+        timing = timings[("tome", ratio)]
+        bound = base_flops / flops[ratio]["total"]
+        speedup = {stat: base_time[stat] / timing[stat] for stat in ("min", "median")}
+        row = {
+            "token_kept_ratio": ratio, "merge_schedule": schedules[ratio],
+            "tokens_per_frame": flops[ratio]["tokens_out"], "tokens_entering": flops[ratio]["tokens_entering"],
+            "gflop_per_frame": flops[ratio]["total"] / 1e9, "flops": {k: v for k, v in flops[ratio].items()
+                                                                      if k != "tokens_entering"},
+            "bound_speedup": bound, "time_s": timing, "frames_per_s": frames / timing["min"],
+            "speedup": speedup, "fraction_of_bound": speedup["min"] / bound,
+            "pass": None if ratio == 1.0 else speedup["min"] >= VISION_BOUND_FRACTION_GOAL * bound,
+            "merge_free_s": None, "overhead_s": None, "overhead_share": None,
+        }
+        plain = timings.get(("plain", ratio))
+        if plain is not None:
+            row["merge_free_s"] = plain
+            row["overhead_s"] = timing["min"] - plain["min"]
+            row["overhead_share"] = row["overhead_s"] / timing["min"]
+        rows.append(row)
+    config.token_kept_ratio = 1.0
+    return rows
 
 
 def table(report: dict) -> str:
@@ -205,79 +291,20 @@ def table(report: dict) -> str:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    """Frames/s of the S-ToMe tower at each kept ratio against its FLOP bound; the report (plain values).
-
-    One random model; its config's token_kept_ratio is set before each forward (the schedule is computed per
-    forward). Contenders (each ratio, and each ratio's merge-free twin) take turns run by run.
-    """
+    """Frames/s of the S-ToMe tower at each kept ratio against its FLOP bound (`time_ratios`); the report (plain
+    values)."""
     started = time.perf_counter()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = load_average()
-    ratios = list(dict.fromkeys([1.0, *args.ratios]))  # the baseline first, no duplicates
     log(f"  building a random {args.layers}-layer tower (hidden {args.hidden_size}) ...")
-    model = build_random_vision_model(args)
+    model = random_vision_tower(tower_config(args), seed=args.seed)
     config = model.config
-    g = torch.Generator().manual_seed(args.seed + 1)
-    pixel_values = torch.rand(args.frames, config.num_channels, args.image_size, args.image_size, generator=g) * 2 - 1
-
-    schedules, contenders = {}, {}
-    for ratio in ratios:
-        config.token_kept_ratio = ratio
-        schedules[ratio] = config.merge_schedule()
-
-        def forward(ratio=ratio):
-            config.token_kept_ratio = ratio
-            with torch.inference_mode():
-                model(pixel_values=pixel_values)
-
-        contenders[("tome", ratio)] = forward
-        if ratio < 1 and not args.no_overhead:
-            def merge_free(schedule=schedules[ratio]):
-                with torch.inference_mode():
-                    merge_free_forward(model, pixel_values, schedule)
-
-            contenders[("plain", ratio)] = merge_free
-
-    # a check that the merged forward really produces the counted tokens
-    with torch.inference_mode():
-        for ratio in ratios:
-            config.token_kept_ratio = ratio
-            tokens = model(pixel_values=pixel_values[:1]).last_hidden_state.shape[1]
-            if tokens != tokens_per_frame(config):
-                raise RuntimeError(f"ratio {ratio}: {tokens} tokens per frame, expected {tokens_per_frame(config)}")
-
-    log(f"  timing {len(contenders)} contenders x {args.repeats} runs (+1 warm-up), {args.frames} frames each ...")
-    names = list(contenders)
-    timed = time_interleaved({str(i): contenders[name] for i, name in enumerate(names)}, args.repeats)
-    timings = {name: timed[str(i)] for i, name in enumerate(names)}
-
-    flops = {ratio: vision_flops(config, schedules[ratio]) for ratio in ratios}
-    base_time, base_flops = timings[("tome", 1.0)], flops[1.0]["total"]
+    pixel_values = random_pixels(args.frames, args.image_size, args.seed + 1)
+    rows = time_ratios(model, pixel_values, args.ratios, args.repeats, merge_free=not args.no_overhead)
+    ratios = [row["token_kept_ratio"] for row in rows]
     goal_ratio = VISION_GOAL_RATIO if VISION_GOAL_RATIO in ratios else min(ratios)
-    rows = []
-    for ratio in ratios:
-        timing = timings[("tome", ratio)]
-        bound = base_flops / flops[ratio]["total"]
-        speedup = {stat: base_time[stat] / timing[stat] for stat in ("min", "median")}
-        row = {
-            "token_kept_ratio": ratio, "merge_schedule": schedules[ratio],
-            "tokens_per_frame": flops[ratio]["tokens_out"], "tokens_entering": flops[ratio]["tokens_entering"],
-            "gflop_per_frame": flops[ratio]["total"] / 1e9, "flops": {k: v for k, v in flops[ratio].items()
-                                                                      if k != "tokens_entering"},
-            "bound_speedup": bound, "time_s": timing, "frames_per_s": args.frames / timing["min"],
-            "speedup": speedup, "fraction_of_bound": speedup["min"] / bound,
-            "pass": None if ratio == 1.0 else speedup["min"] >= VISION_BOUND_FRACTION_GOAL * bound,
-            "merge_free_s": None, "overhead_s": None, "overhead_share": None,
-        }
-        plain = timings.get(("plain", ratio))
-        if plain is not None:
-            row["merge_free_s"] = plain
-            row["overhead_s"] = timing["min"] - plain["min"]
-            row["overhead_share"] = row["overhead_s"] / timing["min"]
-        rows.append(row)
-    config.token_kept_ratio = 1.0
 
     goal_row = next(row for row in rows if row["token_kept_ratio"] == goal_ratio)
     report = {

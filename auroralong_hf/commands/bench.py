@@ -24,5 +24,6 @@ def run(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser(prog=f"auroralong bench {args.kind}", description=benchmark.description)
     module.add_arguments(parser)
     runner = importlib.import_module("auroralong_hf.bench.runner")
+    args.command = parser.prog.removeprefix("auroralong ")  # errors read "auroralong bench KIND: error: ..."
     return runner.run(module, parser.parse_args(args.options, namespace=args))
 
