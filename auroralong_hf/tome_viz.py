@@ -26,6 +26,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image, UnidentifiedImageError
 
+from .loading import check_config_folder
 from .modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
 from .modeling.modeling_siglip_tome import SiglipToMeVisionModel
 from .outputs import write_file_atomically
@@ -118,11 +119,7 @@ def build_model(model_dir=None, *, token_kept_ratio=None, sort=None, seed: int =
     given, override the config's; a value the config refuses is a ValueError."""
     try:
         if model_dir:
-            folder = Path(model_dir)
-            if not folder.exists():
-                raise FileNotFoundError(f"{folder}: no such model folder.")
-            if not (folder / "config.json").is_file():
-                raise ValueError(f"{folder}: not a save_pretrained folder (no config.json).")
+            folder = check_config_folder(model_dir)
             config = SiglipToMeVisionConfig.from_pretrained(str(folder))
             source = str(folder)
         else:
