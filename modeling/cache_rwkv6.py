@@ -55,7 +55,8 @@ class Rwkv6Cache(Cache):
     `seen_tokens` counts the positions fed so far (padding included), which generation uses to slice its inputs.
     `fingerprint` [B] int64 identifies the token ids fed so far (`token_fingerprint`; None once something was fed
     as embeddings only, or states of different lengths were stacked): `generate` tells by it whether `input_ids`
-    repeat what the state has seen or are new tokens only. Its size does not grow either.
+    repeat what the state has seen or are new tokens only. Its size does not grow either. It lives on the device of
+    the ids last fed (CPU when new), so that decoding never waits for the GPU to update it.
     """
 
     is_compileable = False
@@ -143,7 +144,9 @@ class Rwkv6Cache(Cache):
         if self.fingerprint is None or input_ids is None:
             self.fingerprint = None
             return
-        self.fingerprint = self.fingerprint + token_fingerprint(input_ids, self.fingerprint_length).cpu()
+        added = token_fingerprint(input_ids, self.fingerprint_length)
+        # summed where the ids are: taking it to the host would wait for the GPU at every decoded token
+        self.fingerprint = self.fingerprint.to(added.device) + added
         self.fingerprint_length += input_ids.shape[1]
 
     def has_seen(self, input_ids: torch.LongTensor) -> bool | None:
@@ -152,8 +155,8 @@ class Rwkv6Cache(Cache):
             return None
         if input_ids.shape[1] < self.fingerprint_length:
             return False
-        seen = token_fingerprint(input_ids[:, :self.fingerprint_length]).cpu()
-        return bool(torch.equal(seen, self.fingerprint))
+        seen = token_fingerprint(input_ids[:, :self.fingerprint_length])
+        return bool(torch.equal(seen.cpu(), self.fingerprint.cpu()))
 
     def copy(self) -> "Rwkv6Cache":
         """An independent copy, e.g. to ask several questions from one encoded video."""
@@ -185,7 +188,7 @@ class Rwkv6Cache(Cache):
         stacked.seen_tokens = max(s.seen_tokens for s in states)
         length = states[0].fingerprint_length
         known = all(s.fingerprint is not None and s.fingerprint_length == length for s in states)
-        stacked.fingerprint = torch.cat([s.fingerprint for s in states]) if known else None
+        stacked.fingerprint = torch.cat([s.fingerprint.cpu() for s in states]) if known else None
         stacked.fingerprint_length = length
         return stacked
 
@@ -313,7 +316,7 @@ class Rwkv6Cache(Cache):
         for name in ("attn_shift", "ffn_shift", "wkv"):
             setattr(picked, name, [t.index_select(0, index.to(t.device)) for t in getattr(self, name)])
         picked.seen_tokens = self.seen_tokens
-        picked.fingerprint = None if self.fingerprint is None else self.fingerprint[index]
+        picked.fingerprint = None if self.fingerprint is None else self.fingerprint[index.to(self.fingerprint.device)]
         picked.fingerprint_length = self.fingerprint_length
         return picked
 

@@ -19,21 +19,57 @@ from .decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
 class NaNLogitsCheck(LogitsProcessor):
     """Stops `generate` with a ValueError when the next-token scores [B, V] hold NaN or +inf (non-finite weights
     or inputs, or an overflow): greedy decoding would otherwise pick token 0 at every step, an empty answer with
-    no error. -inf is left alone: other processors set it on purpose (e.g. to forbid the end before min_length)."""
+    no error. -inf is left alone: other processors set it on purpose (e.g. to forbid the end before min_length).
+
+    On a GPU the check does not wait for the device: each step's verdict is copied to the host asynchronously and
+    read at the next step (transformers' own stopping check has synchronised by then) and by `finish()`, which
+    `generate` calls at the end. Scores that go bad therefore stop generation one step later there (a streamer may
+    have been given one more token), never silently. On other devices each step is checked at once.
+    """
+
+    def __init__(self, defer: bool | None = None):
+        self.defer = defer  # None: on CUDA only (elsewhere reading the verdict costs no wait)
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None  # verdict, its copy, positions
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if bool((torch.isnan(scores) | torch.isposinf(scores)).any()):
-            raise ValueError(
-                f"The next-token scores hold NaN or infinite values after {input_ids.shape[1]} positions: the "
-                "model's weights or its inputs are not finite, or its dtype overflowed."
-            )
+        bad = (torch.isnan(scores) | torch.isposinf(scores)).any()
+        if not (self.defer if self.defer is not None else scores.device.type == "cuda"):
+            self._raise_if(bool(bad), input_ids.shape[1])
+            return scores
+        self.finish()
+        copied = None
+        if bad.device.type == "cuda":
+            verdict = torch.empty((), dtype=torch.bool, pin_memory=True)
+            verdict.copy_(bad, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+            bad = verdict
+        self._pending = (bad, copied, input_ids.shape[1])
         return scores
 
+    def finish(self) -> None:
+        """Raise for a verdict still in flight (deferred): the last step's, once generation ends."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            verdict, copied, positions = pending
+            if copied is not None:
+                copied.synchronize()
+            self._raise_if(bool(verdict), positions)
 
-def with_nan_logits_check(processors: LogitsProcessorList | None) -> LogitsProcessorList:
-    """A user's `logits_processor` list (or none) with `NaNLogitsCheck` appended (transformers runs custom
-    processors after its own and before the sampling warpers)."""
-    return LogitsProcessorList([*(processors or ()), NaNLogitsCheck()])
+    @staticmethod
+    def _raise_if(bad: bool, positions: int) -> None:
+        if bad:
+            raise ValueError(
+                f"The next-token scores hold NaN or infinite values after {positions} positions: the model's weights "
+                "or its inputs are not finite, or its dtype overflowed."
+            )
+
+
+def with_nan_logits_check(processors: LogitsProcessorList | None) -> tuple[LogitsProcessorList, NaNLogitsCheck]:
+    """A user's `logits_processor` list (or none) with a `NaNLogitsCheck` appended (transformers runs custom
+    processors after its own and before the sampling warpers), and that check (call its `finish()` at the end)."""
+    check = NaNLogitsCheck()
+    return LogitsProcessorList([*(processors or ()), check]), check
 
 
 class Rwkv6GenerationMixin(GenerationMixin):
@@ -95,9 +131,11 @@ class Rwkv6GenerationMixin(GenerationMixin):
         if implementation != "eager" and self._uses_cache(None, kwargs):
             step = Rwkv6DecodeStep.for_model(self, capture=implementation == "cuda_graph")
             kwargs["decode_step"] = step  # a model input: prepare_inputs_for_generation hands it to decoded tokens
-        kwargs["logits_processor"] = with_nan_logits_check(kwargs.get("logits_processor"))
+        kwargs["logits_processor"], nan_check = with_nan_logits_check(kwargs.get("logits_processor"))
         try:
-            return GenerationMixin.generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+            output = GenerationMixin.generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+            nan_check.finish()
+            return output
         finally:
             if step is not None:
                 step.release()

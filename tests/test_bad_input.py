@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache
 from auroralong_hf.cli import main
+from auroralong_hf.modeling.generation_rwkv6 import NaNLogitsCheck
 
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 3,
           "image_size": 64, "patch_size": 16, "token_kept_ratio": 0.5, "vision_use_head": False}
@@ -175,6 +176,26 @@ def test_non_finite_pixels_are_refused_not_answered_with_nothing(model, value, m
         model.prefill(ids, pixel_values_videos=[pixels])
     with pytest.raises(ValueError, match=message):
         model(ids, pixel_values_videos=[pixels])
+
+
+@pytest.mark.parametrize("bad_at", [0, 2])
+def test_deferred_nan_check_raises_one_step_late_or_at_finish(bad_at):
+    """The GPU mode of NaNLogitsCheck (deferred, forced here on CPU): bad scores at step k raise at step k + 1,
+    naming the positions of step k, or at `finish()` when step k was the last; finite scores never raise."""
+    finite = torch.zeros(2, 5)
+    bad = finite.clone()
+    bad[1, 3] = float("nan")
+    check = NaNLogitsCheck(defer=True)
+    for step in range(3):
+        scores = bad if step == bad_at else finite
+        if step == bad_at + 1:
+            with pytest.raises(ValueError, match=f"after {4 + bad_at} positions"):
+                check(torch.zeros(2, 4 + step, dtype=torch.long), scores)
+            return
+        assert check(torch.zeros(2, 4 + step, dtype=torch.long), scores) is scores
+    with pytest.raises(ValueError, match=f"after {4 + bad_at} positions"):
+        check.finish()
+    check.finish()  # the verdict was read once
 
 
 def test_non_finite_weights_stop_generation_and_scoring(model):

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from transformers import LogitsProcessor
 
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device (the GPU paths: fla's kernels, the CUDA-graph decode step)",
@@ -192,6 +193,27 @@ def test_generate_uses_the_cuda_graph_by_default_and_equals_the_plain_forward(mo
     buffers = step.attn_shift + step.ffn_shift + step.wkv  # the state returned is the caller's, not the buffers
     assert not any(t is b for t in states_of(state_of(fast)) for b in buffers)
     assert all(torch.equal(a, b) for a, b in zip(states_of(state_of(fast)), states_of(state_of(plain)), strict=True))
+
+
+@pytest.mark.parametrize("last_step", [False, True])
+def test_non_finite_scores_stop_generation_on_cuda(model, last_step):
+    """On CUDA the NaN check reads its verdict a step late (no wait for the GPU per token): a NaN that appears in
+    the middle of decoding, or at its very last step, still stops `generate` with the error naming that step."""
+    torch.manual_seed(3)
+    prompt = torch.randint(1, VOCAB, (2, 8), device=DEVICE)
+    new_tokens = 6
+    poison_at = new_tokens - 1 if last_step else 2
+
+    class PoisonAt(LogitsProcessor):  # a user's processor: NaN scores at one step, as an overflow would give
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, input_ids, scores):
+            self.calls += 1
+            return scores.fill_(float("nan")) if self.calls == poison_at + 1 else scores
+
+    with pytest.raises(ValueError, match=f"after {8 + poison_at} positions"):
+        model.generate(prompt, max_new_tokens=new_tokens, logits_processor=[PoisonAt()])
 
 
 @needs_fla
