@@ -141,12 +141,23 @@ def fla_is_available() -> bool:
 
 
 def wkv6_fla(r, k, v, log_w, u, state=None):
-    """fla's Triton kernels (CUDA only): fused recurrent for short inputs (decoding), chunked otherwise."""
+    """fla's Triton kernels (CUDA): fused recurrent for short inputs (decoding), chunked otherwise.
+
+    The log-decay and the bonus go in as fp32 whatever r's dtype (the kernels read both in fp32; casting the
+    log-decay to bf16 would round it to 8 mantissa bits before the kernels sum it: fused_recurrent_rwkv6's state
+    then drifts by ~5e-4 relative per 64 tokens instead of being exact). A missing state goes in as zeros: the same
+    result, and the first piece of a stream then shares later pieces' autotuned kernels (a None state is another
+    autotune key and another compiled variant). Checked on CPU by tests/test_fla_interpreted.py (Triton's
+    interpreter); on a GPU its dot products run in TF32 (see tests/test_gpu.py for the tolerances there).
+    """
     from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 
+    if state is None:
+        batch, _, heads, key_dim = r.shape
+        state = r.new_zeros(batch, heads, key_dim, v.shape[-1], dtype=torch.float32)
     kernel = fused_recurrent_rwkv6 if r.shape[1] <= 64 else chunk_rwkv6
     o, final_state = kernel(
-        r=r, k=k, v=v, w=log_w.to(r.dtype), u=u.to(r.dtype), scale=1.0,
+        r=r, k=k, v=v, w=log_w.float(), u=u.float(), scale=1.0,
         initial_state=state, output_final_state=True,
     )
     return o.float(), final_state.float()
