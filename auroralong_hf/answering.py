@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .modeling.cache_rwkv6 import Rwkv6Cache
-from .modeling.streaming import DEFAULT_CHUNK_FRAMES
 from .processing import processing_auroralong
 from .processing.image_io import load_image
 from .processing.processing_auroralong import STOP_STRING, placeholder_kinds
@@ -80,14 +79,15 @@ class Answerer:
     Args:
         model: An `AuroraLongForConditionalGeneration` (eval mode; on the device where the answering runs).
         processor: Its `AuroraLongProcessor` (tokens per frame matching the model's vision tower).
-        chunk_frames: Frames decoded and encoded at a time; memory does not grow with a video's length.
+        chunk_frames: Frames decoded and encoded at a time; memory does not grow with a video's length (None: the
+            model device's default, `modeling.streaming.default_chunk_frames`).
 
     `sampling` arguments are video sampling overrides for the processor (fps, num_frames, max_frames; None: the
     processor's settings). `options` are `model.generate` options (max_new_tokens, do_sample, ...; None: the model's
     generation config), `stops` the strings an answer is cut at (None: the processor's, "\\n\\n").
     """
 
-    def __init__(self, model, processor, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> None:
+    def __init__(self, model, processor, chunk_frames: int | None = None) -> None:
         self.model, self.processor, self.chunk_frames = model, processor, chunk_frames
         self.tokenizer = processor.tokenizer
 

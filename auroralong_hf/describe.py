@@ -52,7 +52,7 @@ from .create_random import random_model
 from .loading import load_pretrained
 from .measure import PeakMemory
 from .modeling.cache_rwkv6 import Rwkv6Cache
-from .modeling.streaming import DEFAULT_CHUNK_FRAMES
+from .modeling.streaming import resolve_chunk_frames
 from .outputs import check_writable
 
 EMBEDDED_SIZE = "small"
@@ -130,7 +130,6 @@ def describe(
 ) -> dict:
     """Answer `question` about `video` (default: the shipped sample clip) by streaming it into the RNN state, or
     from a saved `state`; returns the answer and its cost (see the module docstring)."""
-    chunk_frames = DEFAULT_CHUNK_FRAMES if chunk_frames is None else chunk_frames
     if state is not None and video is not None:
         raise ValueError("Give a VIDEO or --state, not both (--state answers from a video already read).")
     if state is not None and save_state is not None:
@@ -166,6 +165,7 @@ def describe(
     model, processor, label, untrained = load_model(model_dir, token_kept_ratio=token_kept_ratio, dtype=dtype,
                                                     device=device)
     load_seconds = time.perf_counter() - start
+    chunk_frames = resolve_chunk_frames(chunk_frames, model.device)
     per_frame = model.tokens_per_frame
     if progress is None:
         progress = sys.stderr.isatty()

@@ -21,7 +21,7 @@ from .decode_step_rwkv6 import Rwkv6DecodeStep
 from .generation_rwkv6 import Rwkv6GenerationMixin
 from .modeling_rwkv6 import FEED_CHUNK_TOKENS, Rwkv6Model
 from .modeling_siglip_tome import SiglipToMeVisionModel
-from .streaming import DEFAULT_CHUNK_FRAMES, AuroraLongStreamingMixin, frame_chunks, frame_count, video_list
+from .streaming import AuroraLongStreamingMixin, frame_chunks, frame_count, video_list
 
 
 class AuroraLongMultiModalProjector(nn.Module):
@@ -258,11 +258,12 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         pixel_values: torch.FloatTensor | None = None,
         cache: Rwkv6Cache | None = None,
         past_key_values: Rwkv6Cache | None = None,
-        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        chunk_frames: int | None = None,
         **kwargs,
     ):
         """transformers' `generate`, the prompt streamed: every prompt token but the last goes through `prefill`
-        (videos `chunk_frames` frames at a time, so memory does not grow with their length) and the decoding loop
+        (videos `chunk_frames` frames at a time, so memory does not grow with their length; None: the device's
+        `default_chunk_frames`) and the decoding loop
         starts from that state. Everything `generate` takes works as usual (beams, sampling, streamers,
         `return_dict_in_generate`); `sequences` hold `input_ids` followed by the new tokens.
 
@@ -286,7 +287,7 @@ class AuroraLongForConditionalGeneration(AuroraLongPreTrainedModel, AuroraLongSt
         return self._generate_streamed(input_ids, attention_mask, state, prefill_kwargs=visuals, **kwargs)
 
     def _prefill_prompt(self, new_ids, new_mask, state, pixel_values_videos=None, video_frame_counts=None,
-                        pixel_values=None, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> None:
+                        pixel_values=None, chunk_frames: int | None = None) -> None:
         """Stream the new prompt ids [B, N] but the last, with the visuals of their placeholders, into `state`."""
         visual_ids = (self.config.video_token_id, self.config.image_token_id)
         if torch.isin(new_ids[:, -1], torch.tensor(visual_ids, device=new_ids.device)).any():

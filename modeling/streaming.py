@@ -20,16 +20,42 @@ time. Every row gives the state it gives alone; the all-at-once forward (`model(
 up to float rounding (the WKV recurrence is summed in other chunks), which tests/test_streaming.py checks.
 """
 
+import queue
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import closing, nullcontext
 
 import torch
 
 from .cache_rwkv6 import Rwkv6Cache
 
-# Frames decoded and encoded at a time, everywhere (generate, describe, lmms-eval, the benchmarks): 8 frames are
-# ~14 MB of fp32 pixels at 384x384 plus the preprocessing's copies and the tower's activations; on CPUs the peak
-# grows with it (16 frames: +70 MiB over 8 on a 600-frame video), on GPUs larger chunks fill the device better.
-DEFAULT_CHUNK_FRAMES = 8
+# Frames decoded and encoded at a time when the caller does not say (generate, describe, lmms-eval, the benchmarks),
+# by the device of the model. CPU: 8 frames are ~14 MB of fp32 pixels at 384x384 plus the preprocessing's copies and
+# the tower's activations, and the peak grows with it (16 frames: +70 MiB over 8 on a 600-frame video) for no speed.
+# GPU: a chunk is one batch of the tower and one prefill of the LM; 64 frames are 64 x 577 tower tokens and ~3,700 LM
+# tokens (58 a frame), the sizes at which issue 12 measured both near their best on an H200 (tower at 64 frames,
+# prefill at T=4096), for ~110 MB of pixels and a few hundred MB of activations.
+CHUNK_FRAMES = {"cpu": 8, "cuda": 64}
+
+# Chunks of a lazy video decoded ahead of the one being encoded, in a background thread, by the device of the model.
+# On a GPU, decoding (PyAV, the resize: CPU work) then overlaps the tower and the LM instead of taking turns with them.
+# On a CPU both compete for the same cores: measured on 2 cores (256 frames of a 720p clip, the small random model,
+# 34.6 s in turn of which decoding 7.5 s), one chunk ahead gave 33.8 s (-2%) for +40 MiB of peak memory; so none.
+PREFETCH_CHUNKS = {"cpu": 0, "cuda": 1}
+
+
+def default_chunk_frames(device: torch.device | str) -> int:
+    """Frames streamed at a time on `device` when the caller does not say (`CHUNK_FRAMES`; other devices as CPU)."""
+    return CHUNK_FRAMES.get(torch.device(device).type, CHUNK_FRAMES["cpu"])
+
+
+def resolve_chunk_frames(chunk_frames: int | None, device: torch.device | str) -> int:
+    """`chunk_frames`, or the device's default for None. Raises ValueError unless it is an int > 0."""
+    if chunk_frames is None:
+        return default_chunk_frames(device)
+    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames <= 0:
+        raise ValueError(f"chunk_frames must be an int > 0, got {chunk_frames!r}.")
+    return chunk_frames
 
 
 def video_list(pixel_values_videos, video_frame_counts=None) -> list:
@@ -64,12 +90,66 @@ def frame_count(video) -> int:
     return video.shape[0] if isinstance(video, torch.Tensor) else int(video.num_frames)
 
 
-def frame_chunks(video, chunk_frames: int) -> Iterator[torch.Tensor]:
-    """A video's pixel values [K, 3, S, S], `chunk_frames` frames at a time."""
+def frame_chunks(video, chunk_frames: int, prefetch: int = 0) -> Iterator[torch.Tensor]:
+    """A video's pixel values [K, 3, S, S], `chunk_frames` frames at a time; a lazy video's are decoded `prefetch`
+    chunks ahead in a background thread (0: in the caller's thread, when asked for; see `PREFETCH_CHUNKS`). Close
+    the iterator (or let it go) to stop the decoding early."""
     if isinstance(video, torch.Tensor):
         yield from video.split(chunk_frames)
+    elif prefetch > 0:
+        yield from prefetched(video.chunks(chunk_frames), prefetch)
     else:
         yield from video.chunks(chunk_frames)
+
+
+def prefetched(source: Iterator, depth: int) -> Iterator:
+    """The items of `source`, produced in a background thread up to `depth` items ahead of the consumer.
+
+    An exception raised by `source` is raised here, where its item would have come, after the items before it.
+    Closing this iterator (or dropping it) stops the thread once the item it is making is done, closes `source`
+    there, and waits for it: no decoding goes on behind a caller that has moved on or failed.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        with closing(source) if hasattr(source, "close") else nullcontext():
+            try:
+                for item in source:
+                    if not put((item, None)):
+                        return
+                put((done, None))
+            except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+                put((done, error))
+
+    thread = threading.Thread(target=produce, name="auroralong-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item, error = items.get(timeout=0.1)
+            except queue.Empty:
+                if not thread.is_alive() and items.empty():  # it cannot end without a word, but never hang on it
+                    raise RuntimeError("the frame-decoding thread ended without its result") from None
+                continue
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class AuroraLongStreamingMixin:
@@ -84,20 +164,21 @@ class AuroraLongStreamingMixin:
         video_frame_counts: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         cache: Rwkv6Cache | None = None,
-        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        chunk_frames: int | None = None,
     ) -> Rwkv6Cache:
         """Feed every position of `input_ids` [B, T] into a state, visuals streamed `chunk_frames` frames at a time.
 
         attention_mask: [B, T] (or [B, seen + T]), 0 at padding; padding positions are skipped (and counted, so the
             state's `seen_tokens` grows by T, as in `forward`).
         cache: a state to continue (advanced in place); default a new one.
+        chunk_frames: frames decoded and encoded at a time (None: `default_chunk_frames` of the model's device). On
+            a GPU a lazy video's next chunk is decoded meanwhile in a background thread (`PREFETCH_CHUNKS`).
         Returns the state. Raises ValueError when placeholders and visuals disagree (naming both counts), and
         whatever a lazy video raises when it cannot be decoded.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq_len], got shape {list(input_ids.shape)}.")
-        if not isinstance(chunk_frames, int) or chunk_frames <= 0:
-            raise ValueError(f"chunk_frames must be an int > 0, got {chunk_frames!r}.")
+        chunk_frames = resolve_chunk_frames(chunk_frames, self.device)
         batch, length = input_ids.shape
         state = cache if cache is not None else self.new_state(batch)
         state.check_compatible(self.config.text_config, batch)
@@ -193,13 +274,14 @@ class AuroraLongStreamingMixin:
                 self._feed_visual_span(state, ids[pos:end], pixels)
                 pos, i = end, i + per_frame
             else:
-                video = next(videos)
-                for pixels in frame_chunks(video, chunk_frames):
-                    end = self._span_end(video_at, v, pixels.shape[0], "video")
-                    if i < len(image_at) and image_at[i] < end:
-                        raise ValueError("an image placeholder lies among a video's frames in input_ids.")
-                    self._feed_visual_span(state, ids[pos:end], pixels)
-                    pos, v = end, v + pixels.shape[0] * per_frame
+                prefetch = PREFETCH_CHUNKS.get(self.device.type, 0)
+                with closing(frame_chunks(next(videos), chunk_frames, prefetch)) as chunks:
+                    for pixels in chunks:
+                        end = self._span_end(video_at, v, pixels.shape[0], "video")
+                        if i < len(image_at) and image_at[i] < end:
+                            raise ValueError("an image placeholder lies among a video's frames in input_ids.")
+                        self._feed_visual_span(state, ids[pos:end], pixels)
+                        pos, v = end, v + pixels.shape[0] * per_frame
 
     def _span_end(self, positions: list[int], first: int, frames: int, kind: str) -> int:
         """The end (exclusive) of the span of input_ids holding `frames` frames' runs from `positions[first]`."""
@@ -218,4 +300,7 @@ class AuroraLongStreamingMixin:
         self.feed(state, inputs_embeds=embeds.unsqueeze(0))
 
 
-__all__ = ["DEFAULT_CHUNK_FRAMES", "AuroraLongStreamingMixin", "frame_chunks", "frame_count", "video_list"]
+__all__ = [
+    "CHUNK_FRAMES", "PREFETCH_CHUNKS", "AuroraLongStreamingMixin", "default_chunk_frames", "frame_chunks",
+    "frame_count", "prefetched", "resolve_chunk_frames", "video_list",
+]

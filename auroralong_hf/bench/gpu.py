@@ -47,7 +47,7 @@ import torch
 from ..create_random import SIZES, random_model, size_configs
 from ..modeling.cache_rwkv6 import CACHE_NAME, Rwkv6Cache
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
-from ..modeling.streaming import DEFAULT_CHUNK_FRAMES
+from ..modeling.streaming import default_chunk_frames
 from ..processor_setup import processor_for_vision_config
 from . import latency, memory, train, vision
 from .lm import decode_read_bytes
@@ -219,7 +219,8 @@ def measure_streaming(args, plan: Plan, device: torch.device, dtype: str) -> dic
     then the short and the long one again."""
     model, processor = random_model(args.size, seed=args.seed, dtype=dtype, device=device)
     small, large = plan.stream_frames
-    settings = {"question": DESCRIBE_QUESTION, "chunk_frames": DEFAULT_CHUNK_FRAMES,
+    chunk_frames = default_chunk_frames(device)
+    settings = {"question": DESCRIBE_QUESTION, "chunk_frames": chunk_frames,
                 "new_tokens": plan.stream_new_tokens, "seed": args.seed + 1}
     runs = {}
     for name, frames in (("first", large), ("small", small), ("large", large)):
@@ -227,7 +228,7 @@ def measure_streaming(args, plan: Plan, device: torch.device, dtype: str) -> dic
         runs[name] = memory.describe_row(model, processor, frames=frames, **settings)
     first, warm = runs["first"], runs["large"]
     return {
-        "frames": {"small": small, "large": large}, "chunk_frames": DEFAULT_CHUNK_FRAMES,
+        "frames": {"small": small, "large": large}, "chunk_frames": chunk_frames,
         "new_tokens": plan.stream_new_tokens, "wkv_backend": model.model.language_model.wkv_backend(device),
         "runs": runs, "frames_per_s": large / first["describe_s"], "frames_per_s_warm": large / warm["describe_s"],
         "first_video_extra_s": first["describe_s"] - warm["describe_s"],
@@ -320,7 +321,7 @@ def measure_transformer(args, plan: Plan, device: torch.device, dtype: str) -> d
         for frames in plan.latency_frames:
             log(f"  {name}: {frames} frames = {frames * per_frame} visual tokens ...")
             spec = {"contender": name, "frames": frames, "tokens_per_frame": per_frame,
-                    "chunk_frames": DEFAULT_CHUNK_FRAMES, "new_tokens": plan.latency_new_tokens, "repeats": 1,
+                    "chunk_frames": default_chunk_frames(device), "new_tokens": plan.latency_new_tokens, "repeats": 1,
                     "seed": args.seed}
             results[frames, name] = latency.contender_row(model, spec, prompt)
         del model

@@ -28,7 +28,7 @@ import torch
 
 from ..commands.describe import DEFAULT_QUESTION
 from ..create_random import SIZES
-from ..modeling.streaming import DEFAULT_CHUNK_FRAMES
+from ..modeling.streaming import CHUNK_FRAMES, resolve_chunk_frames
 
 DESCRIBE_QUESTION = DEFAULT_QUESTION  # `auroralong describe`'s default
 # the random models' geometry: `auroralong create-random`'s sizes (create_random.size_configs)
@@ -206,9 +206,10 @@ def add_streaming_arguments(parser: argparse.ArgumentParser, frames: str, new_to
     add_size_argument(parser)
     parser.add_argument("--frames", type=frame_list, default=frame_list(frames),
                         help=f"video lengths in frames, comma-separated (default {frames})")
-    parser.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES,
-                        help=f"frames streamed into the RNN state per step (default {DEFAULT_CHUNK_FRAMES}, as "
-                             "generate and `auroralong describe`)")
+    parser.add_argument("--chunk-frames", type=int, default=None,
+                        help=f"frames streamed into the RNN state per step (default: the device's, "
+                             f"{CHUNK_FRAMES['cpu']} on CPU and {CHUNK_FRAMES['cuda']} on CUDA, as generate and "
+                             "`auroralong describe`)")
     parser.add_argument("--new-tokens", type=int, default=new_tokens,
                         help=f"answer tokens decoded greedily (default {new_tokens})")
     if repeats:
@@ -218,8 +219,10 @@ def add_streaming_arguments(parser: argparse.ArgumentParser, frames: str, new_to
 
 
 def check_streaming_arguments(args: argparse.Namespace) -> None:
-    if args.chunk_frames < 1 or args.new_tokens < 1:
+    """Raise ValueError for a count below 1; an unset --chunk-frames becomes the --device's default."""
+    if (args.chunk_frames is not None and args.chunk_frames < 1) or args.new_tokens < 1:
         raise ValueError("--chunk-frames and --new-tokens must be at least 1.")
+    args.chunk_frames = resolve_chunk_frames(args.chunk_frames, args.device)
     if getattr(args, "repeats", 1) < 1:
         raise ValueError("--repeats must be at least 1.")
 

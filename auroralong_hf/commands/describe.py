@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of each frame's patches (576 at 384/16) kept by S-ToMe, in (0, 1] "
                              "(default: the model's)")
     parser.add_argument("--chunk-frames", type=int, default=None,
-                        help="frames decoded and encoded at a time (default: generate's, "
-                             "modeling/streaming.py DEFAULT_CHUNK_FRAMES)")
+                        help="frames decoded and encoded at a time (default: the device's, 8 on CPU, 64 on CUDA; "
+                             "modeling/streaming.py CHUNK_FRAMES)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length cap (default 64)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=0, help="seed for --sample")

@@ -54,7 +54,6 @@ from tqdm import tqdm
 
 from ..answering import Answerer, Prompt, UnreadableVisual, Visual
 from ..loading import load_pretrained
-from ..modeling.streaming import DEFAULT_CHUNK_FRAMES
 from ..processing.processing_auroralong import remove_placeholders
 from .compat import check_lmms_eval_runtime, keep_loglikelihood_pairs
 from .scoring import UNREADABLE_METRIC, mark_failed, score_failed_documents
@@ -124,7 +123,8 @@ class AuroraLongLmms(lmms):
         fps, num_frames, max_frames_num: Video sampling (default: the folder's processor settings, 1 fps).
         token_kept_ratio: S-ToMe tokens kept per frame (the checkpoint's by default, 0.1 = 58 tokens).
         tome_sort: Token order after merging: ascending (the paper's), descending, none or random.
-        chunk_frames: Frames decoded and encoded at a time; memory does not grow with the video's length.
+        chunk_frames: Frames decoded and encoded at a time; memory does not grow with the video's length
+            (default: the device's, 8 on CPU and 64 on CUDA; `modeling.streaming.CHUNK_FRAMES`).
         dtype: "auto" (the checkpoint's), float32, bfloat16 or float16.
         device: e.g. "cuda", "cuda:1", "cpu" (default: cuda when available). Under `accelerate launch` each
             process takes its own GPU and evaluates its shard of the documents.
@@ -145,7 +145,7 @@ class AuroraLongLmms(lmms):
         max_frames_num: int | None = None,
         token_kept_ratio: float | None = None,
         tome_sort: str | None = None,
-        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        chunk_frames: int | None = None,
         dtype: str = "auto",
         device: str | None = None,
         batch_size: int | str = 1,
@@ -163,7 +163,7 @@ class AuroraLongLmms(lmms):
             raise FileNotFoundError(f"auroralong: pretrained={pretrained!r} is not a folder (an AuroraLong folder "
                                     "written by `auroralong convert` or save_pretrained is expected).")
         self.batch_size_per_gpu = self._positive_int("batch_size", batch_size)
-        self.chunk_frames = self._positive_int("chunk_frames", chunk_frames)
+        self.chunk_frames = None if chunk_frames is None else self._positive_int("chunk_frames", chunk_frames)
         self.max_new_tokens = self._positive_int("max_new_tokens", max_new_tokens)
         if on_failure not in FAILURE_POLICIES:
             raise ValueError(f"auroralong: on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
