@@ -16,6 +16,11 @@ token down to -20, as trained checkpoints have), a carried state. "Relative" is 
 The interpreter cannot benchmark configs (no driver), so each autotuned kernel runs its first config; and fla's
 kernels call `.to()` on loop indices, which compiled Triton gives but the interpreter's Python ints lack.
 One run takes about 30 s on two CPU cores (most of it importing torch, Triton and fla).
+
+With CUDA the same cases also run compiled on the GPU with `TRITON_F32_DEFAULT=ieee` (fp32 dot products, as in the
+interpreter) against the same tolerances: this tells whether `chunk_rwkv6`'s larger difference on a GPU (up to 1.2%
+measured on an H200, ~100x what TF32 explains in the interpreter) comes from TF32 alone; and with Triton's default
+(TF32) against tests/test_gpu.py's chunk tolerance.
 """
 
 import importlib.util
@@ -31,12 +36,56 @@ CHUNK_OUTPUT_TOLERANCE = 1e-4  # measured 1.8e-5
 CHUNK_STATE_TOLERANCE = 5e-6  # measured 7.6e-7
 FUSED_RECURRENT_TOLERANCE = 2e-6  # measured 2.4e-7 (output), 2.6e-7 (state)
 BF16_STATE_TOLERANCE = 2e-6  # measured 2.5e-7 (7.2e-4 with a bf16 log-decay)
+TF32_CHUNK_TOLERANCE = 2e-2  # tests/test_gpu.py's CHUNK_TOLERANCE (the H200 measured up to 1.2e-2 on logits)
 
 
-def run_kernels() -> dict:
-    """In the interpreter (the subprocess): each case's relative errors against `wkv6_reference` in fp64."""
-    import numpy as np
+def run_kernels(device: str) -> dict:
+    """In the subprocess (the interpreter on "cpu", compiled on "cuda"): each case's relative errors against
+    `wkv6_reference` in fp64."""
     import torch
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        patch_the_interpreter()
+    from auroralong_hf.modeling.wkv6 import wkv6_fla as fla_kernels
+    from auroralong_hf.modeling.wkv6 import wkv6_reference
+
+    def inputs(seq_len, heads=2, dim=64):
+        g = torch.Generator().manual_seed(0)
+        r, k, v = (torch.randn(1, seq_len, heads, dim, generator=g) for _ in range(3))
+        x = torch.empty(1, seq_len, heads, dim).uniform_(-6, -1, generator=g)  # Finch-like: log w = -exp(x)
+        fast = torch.rand(heads, dim, generator=g) < 0.1
+        x = torch.where(fast, torch.empty(1, seq_len, heads, dim).uniform_(2, 3, generator=g), x)
+        u = torch.randn(heads, dim, generator=g) * 0.5
+        state = torch.randn(1, heads, dim, dim, generator=g) * 0.5
+        return tuple(t.to(device) for t in (r, k, v, -x.exp(), u, state))
+
+    def relative(ours, exact):
+        return float((ours.double() - exact).abs().max() / exact.abs().max())
+
+    def wkv6_fla(*args):  # fla's kernels, their outputs on the reference's device
+        return tuple(t.cpu() for t in fla_kernels(*args))
+
+    results = {}
+    for case, seq_len in (("chunk", 65), ("fused_recurrent", 20)):
+        r, k, v, log_w, u, state = inputs(seq_len)
+        o_ref, s_ref = wkv6_reference(*(t.cpu().double() for t in (r, k, v, log_w, u, state)))
+        o, s = wkv6_fla(r, k, v, log_w, u, state)
+        results[case] = {"output": relative(o, o_ref), "state": relative(s, s_ref)}
+        o_none, s_none = wkv6_fla(r, k, v, log_w, u)
+        o_zero, s_zero = wkv6_fla(r, k, v, log_w, u, torch.zeros_like(state))
+        results[case]["none_is_zero_state"] = bool(torch.equal(o_none, o_zero) and torch.equal(s_none, s_zero))
+
+    r, k, v, log_w, u, state = inputs(20)
+    r, k, v, u = (t.bfloat16() for t in (r, k, v, u))
+    _, s_ref = wkv6_reference(*(t.cpu().double() for t in (r, k, v, log_w, u, state)))
+    _, s = wkv6_fla(r, k, v, log_w, u, state)
+    results["bf16_fused_recurrent_state"] = relative(s, s_ref)
+    return results
+
+
+def patch_the_interpreter():
+    """What fla's kernels need to run in Triton's interpreter (see the module docstring)."""
+    import numpy as np
     import triton.language as tl
     from triton.runtime import autotuner, interpreter
 
@@ -53,48 +102,35 @@ def run_kernels() -> dict:
         if name.startswith("fla.ops"):
             module.range = lambda *args: map(LoopIndex, range(*args))
 
-    from auroralong_hf.modeling.wkv6 import wkv6_fla, wkv6_reference
 
-    def inputs(seq_len, heads=2, dim=64):
-        g = torch.Generator().manual_seed(0)
-        r, k, v = (torch.randn(1, seq_len, heads, dim, generator=g) for _ in range(3))
-        x = torch.empty(1, seq_len, heads, dim).uniform_(-6, -1, generator=g)  # Finch-like: log w = -exp(x)
-        fast = torch.rand(heads, dim, generator=g) < 0.1
-        x = torch.where(fast, torch.empty(1, seq_len, heads, dim).uniform_(2, 3, generator=g), x)
-        u = torch.randn(heads, dim, generator=g) * 0.5
-        state = torch.randn(1, heads, dim, dim, generator=g) * 0.5
-        return r, k, v, -x.exp(), u, state
-
-    def relative(ours, exact):
-        return float((ours.double() - exact).abs().max() / exact.abs().max())
-
-    results = {}
-    for case, seq_len in (("chunk", 65), ("fused_recurrent", 20)):
-        r, k, v, log_w, u, state = inputs(seq_len)
-        o_ref, s_ref = wkv6_reference(*(t.double() for t in (r, k, v, log_w, u, state)))
-        o, s = wkv6_fla(r, k, v, log_w, u, state)
-        results[case] = {"output": relative(o, o_ref), "state": relative(s, s_ref)}
-        o_none, s_none = wkv6_fla(r, k, v, log_w, u)
-        o_zero, s_zero = wkv6_fla(r, k, v, log_w, u, torch.zeros_like(state))
-        results[case]["none_is_zero_state"] = bool(torch.equal(o_none, o_zero) and torch.equal(s_none, s_zero))
-
-    r, k, v, log_w, u, state = inputs(20)
-    r, k, v, u = (t.bfloat16() for t in (r, k, v, u))
-    _, s_ref = wkv6_reference(*(t.double() for t in (r, k, v, log_w, u, state)))
-    _, s = wkv6_fla(r, k, v, log_w, u, state)
-    results["bf16_fused_recurrent_state"] = relative(s, s_ref)
-    return results
+def run_in_subprocess(device: str, **env) -> dict:
+    """`run_kernels(device)` in a fresh process (Triton reads these settings before compiling anything)."""
+    for package in ("triton", "fla"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"needs {package} (flash-linear-attention) for its Triton kernels")
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    done = subprocess.run([sys.executable, __file__, device], env=environment, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def interpreted():
-    for package in ("triton", "fla"):
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"needs {package} (flash-linear-attention) for its Triton kernels")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_in_subprocess("cpu", TRITON_INTERPRET="1")
+
+
+@pytest.fixture(scope="module")
+def compiled_ieee():
+    if not torch_cuda_available():
+        pytest.skip("needs a CUDA device (fla's kernels compiled)")
+    return run_in_subprocess("cuda", TRITON_F32_DEFAULT="ieee")
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def test_chunk_rwkv6_matches_the_recurrence(interpreted):
@@ -117,5 +153,21 @@ def test_missing_state_is_a_zero_state(interpreted):
     assert interpreted["chunk"]["none_is_zero_state"] and interpreted["fused_recurrent"]["none_is_zero_state"]
 
 
+def test_on_the_gpu_with_fp32_dots_the_kernels_match_as_in_the_interpreter(compiled_ieee):
+    """If this fails while the interpreter's tests pass, the GPU's difference is not TF32's: a GPU-only cause."""
+    assert compiled_ieee["chunk"]["output"] <= CHUNK_OUTPUT_TOLERANCE, compiled_ieee
+    assert compiled_ieee["chunk"]["state"] <= CHUNK_STATE_TOLERANCE, compiled_ieee
+    assert compiled_ieee["fused_recurrent"]["output"] <= FUSED_RECURRENT_TOLERANCE, compiled_ieee
+    assert compiled_ieee["fused_recurrent"]["state"] <= FUSED_RECURRENT_TOLERANCE, compiled_ieee
+    assert compiled_ieee["bf16_fused_recurrent_state"] <= BF16_STATE_TOLERANCE, compiled_ieee
+
+
+def test_on_the_gpu_with_tf32_dots_the_chunk_kernel_stays_within_its_tolerance():
+    if not torch_cuda_available():
+        pytest.skip("needs a CUDA device (fla's kernels compiled)")
+    errors = run_in_subprocess("cuda")["chunk"]
+    assert max(errors["output"], errors["state"]) <= TF32_CHUNK_TOLERANCE, errors
+
+
 if __name__ == "__main__":
-    print(json.dumps(run_kernels()))
+    print(json.dumps(run_kernels(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
