@@ -99,7 +99,7 @@ class TokenShiftLinear(nn.Module):
         self.linear = linear(in_features, out_features, bias=False)
 
     def forward(self, x, delta):
-        return self.linear(x + delta * self.mu)
+        return self.linear(torch.addcmul(x, delta, self.mu))  # x + delta * mu in one kernel
 
     def extra_repr(self) -> str:
         return ADAPTER_HINT if isinstance(self.linear, nn.Linear) else ""
@@ -169,8 +169,10 @@ class Rwkv6TimeMix(nn.Module):
         delta = x_prev - x
 
         rank = self.x_proj[2].in_features // 5
-        mixes = self.x_proj[1](self.x_proj[0](x, delta)).view(batch, seq_len, 5, rank)
-        mixes = torch.einsum("btnr,cnr->btnc", mixes, self.x_proj[2].weight.view(width, 5, rank)) + self.x_bias
+        lora = self.x_proj[1](self.x_proj[0](x, delta)).view(batch * seq_len, 5, rank).transpose(0, 1)  # [5, BT, R]
+        w2 = self.x_proj[2].weight.view(width, 5, rank).permute(1, 2, 0)  # [5, R, C]
+        mixes = torch.baddbmm(self.x_bias.unsqueeze(1), lora, w2)  # mix_n = x_bias_n + lora_n @ W2_n: [5, BT, C]
+        mixes = mixes.transpose(0, 1).view(batch, seq_len, 5, width)
         shifted = torch.addcmul(x.unsqueeze(2), delta.unsqueeze(2), mixes)  # x + delta * mix, [B, T, 5, C]
         x_r, x_w, x_k, x_v, x_g = shifted.unbind(dim=2)
 

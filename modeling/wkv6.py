@@ -23,8 +23,9 @@ def wkv6_step(r, k, v, log_w, u, state):
     dtype = torch.promote_types(_compute_dtype(r), state.dtype)
     r, k, v, log_w, u, state = (t.to(dtype) for t in (r, k, v, log_w, u, state))
     kv = k.unsqueeze(-1) * v.unsqueeze(-2)  # [B, H, K, V]
-    o = (r.unsqueeze(-2) @ (state + u.unsqueeze(-1) * kv)).squeeze(-2)
-    new_state = log_w.exp().unsqueeze(-1) * state + kv
+    # addcmul: a + b * c in one kernel (this is every decoded token's WKV on the PyTorch path)
+    o = (r.unsqueeze(-2) @ torch.addcmul(state, u.unsqueeze(-1), kv)).squeeze(-2)  # r^T (S + diag(u) k v^T)
+    new_state = torch.addcmul(kv, log_w.exp().unsqueeze(-1), state)  # diag(exp(w)) S + k v^T
     return o, new_state
 
 
