@@ -45,6 +45,9 @@ def test_smoke_run_on_the_cpu(capsys):
 
     # the figures come from the other benchmarks' measuring functions, on the models they build
     assert [row["batch"] for row in report["decode"]["batches"]] == [1, 16]
+    assert all(row["decode_step_s"]["min"] > 0 and row["decode_step_captured"] is False  # CPU: the eager twin
+               for row in report["decode"]["batches"])
+    assert "the decode step alone (not captured), batch 1" in out.err
     assert [row["batch"] for row in report["prefill"]["batches"]] == [1, 8]
     assert report["tower"]["layers"] == 23 and report["tower"]["bound_speedup"] > 1
     runs = report["streaming"]["runs"]

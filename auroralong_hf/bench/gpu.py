@@ -47,6 +47,7 @@ import torch
 from ..create_random import SIZES, random_model, size_configs
 from ..modeling.cache_rwkv6 import CACHE_NAME, Rwkv6Cache
 from ..modeling.configuration_siglip_tome import SiglipToMeVisionConfig, tokens_per_frame
+from ..modeling.decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
 from ..modeling.streaming import default_chunk_frames
 from ..processor_setup import processor_for_vision_config
 from . import latency, memory, train, vision
@@ -265,9 +266,17 @@ def measure_decode(args, plan: Plan, device: torch.device, dtype: str, hardware:
                 model(input_ids=token, cache=state, use_cache=True)
 
             forward = time_runs(forward_step, plan.decode_steps, device=device)
+            # the step generate replays, without transformers' loop around it: what the loop adds is the difference
+            step = Rwkv6DecodeStep.for_model(model, capture=resolve_decode_implementation(model) == "cuda_graph")
+            try:
+                replay = time_runs(lambda token=prompt[:, -1:], state=state, step=step: step(token, state),
+                                   plan.decode_steps, device=device)
+            finally:
+                step.release()
         state_bytes = Rwkv6Cache(model.config, batch, device=device, dtype=model.dtype).nbytes
         limit_s = (result["weight_bytes_read"] + 2 * state_bytes) / hardware["bandwidth"]  # the state: read, written
         result["batches"].append({"batch": batch, "generate_s": timings, "step_s": step_s, "forward_step_s": forward,
+                                  "decode_step_s": replay, "decode_step_captured": step.graph is not None,
                                   "state_bytes": state_bytes, "limit_s": limit_s})
     return result
 
@@ -559,9 +568,14 @@ def table(report: dict) -> str:
     lines += format_table(("figure", "measured", "limit / reference", "goal", "result"), rows)
     lines.append("")
     if "decode" in report:
+        batches = report["decode"]["batches"]
         lines.append("decode (info): one plain forward step on a state, " + ", ".join(
-            f"batch {row['batch']} {row['forward_step_s']['min'] * 1e3:.3g} ms" for row in report["decode"]["batches"])
+            f"batch {row['batch']} {row['forward_step_s']['min'] * 1e3:.3g} ms" for row in batches)
             + "; the figure is generate's per-step time, what users get")
+        lines.append("decode (info): the decode step alone (" + (
+            "CUDA graph replayed" if all(row["decode_step_captured"] for row in batches) else "not captured")
+            + "), " + ", ".join(f"batch {row['batch']} {row['decode_step_s']['min'] * 1e3:.3g} ms" for row in batches)
+            + "; generate's time less this is transformers' loop around it")
     for name, error in report["errors"].items():
         lines.append(f"ERROR in {name} (not run; traceback above): {error}")
     seconds = ", ".join(f"{name} {report[name]['seconds']:.1f} s" for name in GROUPS if name in report)
