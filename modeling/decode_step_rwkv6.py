@@ -18,6 +18,12 @@ no state outlives a generation aliased to buffers the next one overwrites.
 `decode_implementation` (the generate argument, else `Rwkv6Config.decode_implementation`; see
 `resolve_decode_implementation`). A decoded token is always real: transformers extends the attention mask with ones
 at each step, so the step takes no mask.
+
+A graph replays every kernel of the step, about 41 a layer. With transformers' `compile_config` (`generate(...,
+compile_config=CompileConfig())`, transformers' own switch for compiled decoding) the step's code is first compiled
+by `torch.compile`, which fuses its element-wise chains (token shift, mixes, GroupNorm, gate, the one-token WKV) into
+a few kernels a layer; the graph then replays those. Compiling costs tens of seconds the first time in a process
+(inductor caches its kernels on disk for the next), so it is asked for, not the default.
 """
 
 import threading
@@ -60,6 +66,37 @@ def resolve_decode_implementation(model, requested: str | None = None) -> str:
     return choice
 
 
+def compile_options(compile_config, capture: bool) -> dict | None:
+    """`torch.compile` keyword arguments for the step from transformers' `CompileConfig` (None: no compiling).
+    Modes that capture CUDA graphs themselves ("reduce-overhead", CompileConfig's default, and "max-autotune") lose
+    that part when the step captures its own graph: a graph cannot be captured inside another's capture."""
+    if compile_config is None:
+        return None
+    options = {"backend": compile_config.backend, "fullgraph": compile_config.fullgraph,
+               "dynamic": compile_config.dynamic}
+    if compile_config.options is not None:  # torch.compile takes a mode or options, not both
+        return {**options, "options": compile_config.options}
+    mode = compile_config.mode
+    if capture:
+        mode = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
+    return {**options, "mode": mode}
+
+
+def decode_one_token(language_model, head, input_ids, attn_shift, ffn_shift, wkv, backend: str, chunk_size: int):
+    """The model's one-token forward on the step's buffers: the same modules and calls as `Rwkv6Model.forward` with
+    a cache and no padding, then the head. The new state is written into the buffers in place; returns the logits
+    [B, 1, V]. A free function (not a method) so that `torch.compile` sees only tensors and modules."""
+    hidden_states = language_model.embeddings(input_ids)
+    for i, block in enumerate(language_model.layers):
+        hidden_states, new_attn_shift, new_ffn_shift, new_wkv = block(
+            hidden_states, attn_shift[i], ffn_shift[i], wkv[i], None, backend, chunk_size
+        )
+        attn_shift[i].copy_(new_attn_shift)
+        ffn_shift[i].copy_(new_ffn_shift)
+        wkv[i].copy_(new_wkv)
+    return head(language_model.norm(hidden_states))
+
+
 def has_only_own_layers(model) -> bool:
     """Whether the language model and head are built of the RWKV-6 layers and torch.nn modules alone. Layers put in
     by other libraries (PEFT's adapters, quantised linears) may branch on Python state (an adapter disabled,
@@ -88,9 +125,14 @@ class Rwkv6DecodeStep:
     # model -> its step: beside the model, not in it, so that copying or pickling a model never meets a CUDA graph
     _steps: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-    def __init__(self, model, capture: bool):
+    def __init__(self, model, capture: bool, compile_config=None):
         self._model = weakref.ref(model)  # the model does not live on because of its step
         self.capture = capture
+        self.compile_options = compile_options(compile_config, capture)
+        # compiled once per step; the WKV then runs on the PyTorch path (`wkv6_step`), which the compiler fuses
+        # (fla's kernel is opaque to it)
+        self._decode = decode_one_token if self.compile_options is None else torch.compile(
+            decode_one_token, **self.compile_options)
         self.capture_failed = False  # set once a capture failed: the step then runs eagerly, without retrying
         self.graph: torch.cuda.CUDAGraph | None = None
         self._key = None  # what the buffers (and the graph) were built for
@@ -99,14 +141,14 @@ class Rwkv6DecodeStep:
         self._free_buffers()
 
     @classmethod
-    def for_model(cls, model, capture: bool) -> "Rwkv6DecodeStep":
-        """The model's step, kept across `generate` calls (a graph is captured once, not per answer); a new one when
-        asked for another `capture`."""
+    def for_model(cls, model, capture: bool, compile_config=None) -> "Rwkv6DecodeStep":
+        """The model's step, kept across `generate` calls (a graph is captured, and the code compiled, once, not per
+        answer); a new one when asked for another `capture` or compiling (transformers' `CompileConfig` or None)."""
         step = cls._steps.get(model)
-        if step is None or step.capture != capture:
+        if step is None or step.capture != capture or step.compile_options != compile_options(compile_config, capture):
             if step is not None:
                 step.release()
-            step = cls._steps[model] = cls(model, capture)
+            step = cls._steps[model] = cls(model, capture, compile_config)
         return step
 
     @property
@@ -179,7 +221,8 @@ class Rwkv6DecodeStep:
         language_model = model.get_decoder()
         cache.check_compatible(language_model.config, input_ids.shape[0])
         device = input_ids.device
-        key = (input_ids.shape[0], cache.attn_shift[0].dtype, device, language_model.wkv_backend(device),
+        backend = "torch" if self.compile_options is not None else language_model.wkv_backend(device)
+        key = (input_ids.shape[0], cache.attn_shift[0].dtype, device, backend,
                self._weights_signature() if self.capture else None)
         if key != self._key:
             self._release()
@@ -243,25 +286,17 @@ class Rwkv6DecodeStep:
         self._cache = cache
 
     def _forward_one_token(self):
-        """The model's one-token forward on the buffers: the same modules and calls as `Rwkv6Model.forward` with a
-        cache and no padding, then the head; the new state is written into the buffers in place."""
+        """`decode_one_token` (compiled, if asked) on the buffers; the logits copied into theirs."""
         model = self.model
-        language_model, head = model.get_decoder(), model.get_output_embeddings()
-        config = language_model.config
-        backend = self._key[3]
-        hidden_states = language_model.embeddings(self.input_ids)
-        for i, block in enumerate(language_model.layers):
-            hidden_states, attn_shift, ffn_shift, wkv = block(
-                hidden_states, self.attn_shift[i], self.ffn_shift[i], self.wkv[i], None, backend,
-                config.wkv_chunk_size,
-            )
-            self.attn_shift[i].copy_(attn_shift)
-            self.ffn_shift[i].copy_(ffn_shift)
-            self.wkv[i].copy_(wkv)
-        logits = head(language_model.norm(hidden_states))
+        language_model = model.get_decoder()
+        logits = self._decode(language_model, model.get_output_embeddings(), self.input_ids, self.attn_shift,
+                              self.ffn_shift, self.wkv, self._key[3], language_model.config.wkv_chunk_size)
         if self.logits is None:
             self.logits = torch.empty_like(logits)
         self.logits.copy_(logits)
 
 
-__all__ = ["WARMUP_STEPS", "Rwkv6DecodeStep", "has_only_own_layers", "resolve_decode_implementation"]
+__all__ = [
+    "WARMUP_STEPS", "Rwkv6DecodeStep", "compile_options", "decode_one_token", "has_only_own_layers",
+    "resolve_decode_implementation",
+]

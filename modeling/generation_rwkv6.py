@@ -15,6 +15,9 @@ from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
 from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
 from .decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
 
+# Devices on which transformers' `generate` compiles when asked (GenerationMixin._valid_auto_compile_criteria)
+COMPILING_DEVICES = ("cuda", "xpu", "neuron", "tpu")
+
 
 class NaNLogitsCheck(LogitsProcessor):
     """Stops `generate` with a ValueError when the next-token scores [B, V] hold NaN or +inf (non-finite weights
@@ -83,7 +86,8 @@ class Rwkv6GenerationMixin(GenerationMixin):
 
     `decode_implementation` ("auto", "eager", "static", "cuda_graph"; default the text config's, "auto") chooses how
     the decoded tokens run: "auto" replays a CUDA graph of the one-token step on CUDA and uses the plain forward
-    elsewhere; "eager" is the plain forward everywhere (see `resolve_decode_implementation`).
+    elsewhere; "eager" is the plain forward everywhere (see `resolve_decode_implementation`). transformers'
+    `compile_config` (a `CompileConfig`) compiles that step with `torch.compile` first (not the "eager" path).
     """
 
     @classmethod
@@ -129,8 +133,11 @@ class Rwkv6GenerationMixin(GenerationMixin):
         implementation = resolve_decode_implementation(self, kwargs.pop("decode_implementation", None))
         step = None
         if implementation != "eager" and self._uses_cache(None, kwargs):
-            step = Rwkv6DecodeStep.for_model(self, capture=implementation == "cuda_graph")
+            step = Rwkv6DecodeStep.for_model(self, capture=implementation == "cuda_graph",
+                                             compile_config=self._requested_compile_config(kwargs))
             kwargs["decode_step"] = step  # a model input: prepare_inputs_for_generation hands it to decoded tokens
+            kwargs["disable_compile"] = True  # the step compiles, if asked: transformers' compiling needs a cache
+            # of fixed shapes and would only warn here
         kwargs["logits_processor"], nan_check = with_nan_logits_check(kwargs.get("logits_processor"))
         try:
             output = GenerationMixin.generate(self, input_ids, attention_mask=attention_mask, **kwargs)
@@ -139,6 +146,17 @@ class Rwkv6GenerationMixin(GenerationMixin):
         finally:
             if step is not None:
                 step.release()
+
+    def _requested_compile_config(self, kwargs: dict):
+        """transformers' `CompileConfig` for the decode step, as transformers reads it (the generate argument, else
+        the generation config's), or None: none given, `disable_compile`, or a device transformers does not compile
+        on (its `_compile_all_devices` flag lifts that, e.g. for CPU tests)."""
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        config = kwargs.pop("compile_config", None) or generation_config.compile_config
+        disabled = kwargs.get("disable_compile", generation_config.disable_compile)
+        if config is None or disabled:
+            return None
+        return config if self.device.type in COMPILING_DEVICES or config._compile_all_devices else None
 
     def _uses_cache(self, state: Rwkv6Cache | None, kwargs: dict) -> bool:
         """Whether `generate` decodes from a state (`use_cache`, the default); without, transformers runs the

@@ -8,10 +8,12 @@ import torch
 from outputs import state_of
 from tiny_models import decisive_auroralong
 from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import CompileConfig
 
 from auroralong_hf import Rwkv6Cache
 from auroralong_hf.modeling.decode_step_rwkv6 import (
     Rwkv6DecodeStep,
+    compile_options,
     has_only_own_layers,
     resolve_decode_implementation,
 )
@@ -227,3 +229,63 @@ def test_a_decoded_token_stays_within_its_kernel_budget(model, dtype, budget):
             model.model.layers = kept
         per_run.append(counter.count)
     assert per_run[0] - per_run[1] <= budget, per_run
+
+
+def compiling_anywhere(**fields) -> CompileConfig:
+    """transformers' CompileConfig, with its flag for compiling on a CPU (transformers' own testing switch)."""
+    config = CompileConfig(**fields)
+    config._compile_all_devices = True
+    return config
+
+
+def test_compile_options_follow_transformers_compile_config():
+    assert compile_options(None, capture=True) is None
+    base = {"backend": "inductor", "fullgraph": False, "dynamic": None}
+    assert compile_options(CompileConfig(), capture=False) == {**base, "mode": "reduce-overhead"}
+    # the step's own graph replaces the compiler's CUDA graphs (a capture cannot nest)
+    assert compile_options(CompileConfig(), capture=True) == {**base, "mode": "default"}
+    assert compile_options(CompileConfig(mode="max-autotune"), capture=True)["mode"] == "max-autotune-no-cudagraphs"
+    assert compile_options(CompileConfig(options={"epilogue_fusion": True}), capture=True) == {
+        **base, "options": {"epilogue_fusion": True}}
+
+
+def test_compile_config_is_honoured_as_transformers_would(model, monkeypatch):
+    """Asked by `compile_config` (argument or generation config), not under `disable_compile`, not on a CPU without
+    transformers' `_compile_all_devices`; never for "eager"."""
+    made = []
+    monkeypatch.setattr(Rwkv6DecodeStep, "for_model", classmethod(
+        lambda cls, model, capture, compile_config=None: made.append(compile_config) or cls(model, capture)))
+    prompt = torch.randint(0, 300, (1, 4))
+    anywhere = compiling_anywhere()
+    for kwargs, expected in ((dict(compile_config=anywhere), anywhere), (dict(compile_config=CompileConfig()), None),
+                             (dict(compile_config=anywhere, disable_compile=True), None), ({}, None)):
+        made.clear()
+        model.generate(prompt, decode_implementation="static", max_new_tokens=2, **kwargs)
+        assert made == [expected], kwargs
+    model.generation_config.compile_config = anywhere
+    made.clear()
+    model.generate(prompt, decode_implementation="static", max_new_tokens=2)
+    assert made == [anywhere]
+    made.clear()
+    model.generate(prompt, decode_implementation="eager", max_new_tokens=2)
+    assert made == []
+
+
+def test_compiled_step_traces_whole_and_equals_eager(tiny_rwkv6):
+    """torch.compile (inductor, here its CPU code) of the whole step without a graph break (fullgraph=True), the WKV
+    on the PyTorch path: the same greedy tokens as the plain forward, logits within 1e-5 relative (measured 2.5e-7:
+    the fused kernels round in another order). Compiling takes most of this test's time (tens of seconds)."""
+    model = tiny_rwkv6
+    model.generation_config.eos_token_id = None
+    prompt = torch.randint(1, 300, (3, 7))
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "return_dict_in_generate": True, "output_logits": True}
+    plain = model.generate(prompt, decode_implementation="eager", **kwargs)
+    compiled = model.generate(prompt, decode_implementation="static", compile_config=compiling_anywhere(fullgraph=True),
+                              **kwargs)
+    step = Rwkv6DecodeStep.for_model(model, capture=False, compile_config=compiling_anywhere(fullgraph=True))
+    assert step.compile_options["fullgraph"] and step._key is not None and step._key[3] == "torch"
+    assert torch.equal(compiled.sequences, plain.sequences)
+    for ours, reference in zip(compiled.logits, plain.logits, strict=True):
+        assert float((ours - reference).abs().max() / reference.abs().max()) <= 1e-5
+    for ours, reference in zip(tensors_of(state_of(compiled)), tensors_of(state_of(plain)), strict=True):
+        assert float((ours - reference).abs().max() / reference.abs().max().clamp(min=1e-30)) <= 1e-5

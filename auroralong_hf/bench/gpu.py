@@ -9,8 +9,10 @@ random weights built directly on the GPU in bf16 (`create_random.building_on`), 
   state, `bench memory`'s `describe_row`): a first 1,024-frame video in a process that has run no kernel yet, then 64
   frames, then 1,024 again: frames/s over the first video and after it, the first video's extra time, peak memory
   1,024 vs 64 frames;
-- decode (~10 s): one token per step through `generate`, what users call (the per-step time is the difference of 33
-  and 1 new tokens), batch 1 and 16, against streaming the weights once at the memory bandwidth;
+- decode (~10 s, and an estimated 30-60 s to compile the fused step): one token per step through `generate`, what
+  users call (the per-step time is the difference of 33 and 1 new tokens), batch 1 and 16, against streaming the
+  weights once at the memory bandwidth; for information, the decode step alone (the graph replayed) and, at batch 1
+  on CUDA, `generate` with the step compiled (transformers' `compile_config`) and that first call's time;
 - prefill (~20 s, Triton autotuning included): `model(input_ids [B, 4096], logits_to_keep=1)`, batch 1 and 8,
   against 2 x params x tokens at the dense bf16 peak;
 - tower (~5 s): the S-ToMe tower (23 layers) on 64 frames at kept ratio 0.1 vs 1.0 against the FLOP bound (`bench
@@ -43,6 +45,7 @@ import traceback
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import CompileConfig
 
 from ..create_random import SIZES, random_model, size_configs
 from ..modeling.cache_rwkv6 import CACHE_NAME, Rwkv6Cache
@@ -60,6 +63,7 @@ from .runner import (
     header_lines,
     jsonable,
     log,
+    synchronize,
     time_interleaved,
     time_runs,
 )
@@ -250,15 +254,18 @@ def measure_decode(args, plan: Plan, device: torch.device, dtype: str, hardware:
     for batch in plan.decode_batches:
         prompt = torch.randint(0, vocab, (batch, plan.decode_prompt), generator=g).to(device)
 
-        def generate(new_tokens: int, prompt=prompt):
+        def generate(new_tokens: int, prompt=prompt, **options):
             with torch.inference_mode():
                 model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                               min_new_tokens=new_tokens, do_sample=False)
+                               min_new_tokens=new_tokens, do_sample=False, **options)
 
         log(f"  decode, batch {batch}: generate 1 and {1 + plan.decode_steps} tokens (interleaved) ...")
         timings = time_interleaved({"short": lambda: generate(1), "long": lambda: generate(1 + plan.decode_steps)},
                                    plan.repeats, device=device)
         step_s = (timings["long"]["min"] - timings["short"]["min"]) / plan.decode_steps
+        # compiled at batch 1 only: each batch size is another compilation (tens of seconds of the 4 minutes)
+        compiled = (compiled_decode(generate, plan, device)
+                    if device.type == "cuda" and batch == plan.decode_batches[0] else None)
         with torch.inference_mode():
             state = getattr(model(input_ids=prompt, use_cache=True, logits_to_keep=1), CACHE_NAME)
 
@@ -277,8 +284,29 @@ def measure_decode(args, plan: Plan, device: torch.device, dtype: str, hardware:
         limit_s = (result["weight_bytes_read"] + 2 * state_bytes) / hardware["bandwidth"]  # the state: read, written
         result["batches"].append({"batch": batch, "generate_s": timings, "step_s": step_s, "forward_step_s": forward,
                                   "decode_step_s": replay, "decode_step_captured": step.graph is not None,
+                                  "compiled": compiled,
                                   "state_bytes": state_bytes, "limit_s": limit_s})
     return result
+
+
+def compiled_decode(generate, plan: Plan, device: torch.device) -> dict:
+    """generate's per-step time with the decode step compiled (transformers' `compile_config`; inductor fuses the
+    element-wise chains) and the first call's time, compiling included. Its failure is reported, not raised: it is
+    an option beside the figure, which stands without it."""
+    config = CompileConfig(fullgraph=True)
+    try:
+        synchronize(device)
+        start = time.perf_counter()
+        generate(2, compile_config=config)
+        synchronize(device)
+        first_s = time.perf_counter() - start
+        timings = time_interleaved({"short": lambda: generate(1, compile_config=config),
+                                    "long": lambda: generate(1 + plan.decode_steps, compile_config=config)},
+                                   plan.repeats, device=device)
+    except Exception as error:  # noqa: BLE001 - reported beside the figures
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {"first_call_s": first_s, "step_s": (timings["long"]["min"] - timings["short"]["min"]) / plan.decode_steps}
 
 
 def measure_prefill(args, plan: Plan, device: torch.device, dtype: str, hardware: dict) -> dict:
@@ -576,6 +604,12 @@ def table(report: dict) -> str:
             "CUDA graph replayed" if all(row["decode_step_captured"] for row in batches) else "not captured")
             + "), " + ", ".join(f"batch {row['batch']} {row['decode_step_s']['min'] * 1e3:.3g} ms" for row in batches)
             + "; generate's time less this is transformers' loop around it")
+        compiled = [(row["batch"], row["compiled"]) for row in batches if row["compiled"] is not None]
+        if compiled:
+            lines.append("decode (info): generate with the step compiled (compile_config), " + ", ".join(
+                f"batch {batch} " + (f"ERROR {result['error']}" if "error" in result else
+                                     f"{result['step_s'] * 1e3:.3g} ms a token "
+                                     f"(first call {result['first_call_s']:.1f} s)") for batch, result in compiled))
     for name, error in report["errors"].items():
         lines.append(f"ERROR in {name} (not run; traceback above): {error}")
     seconds = ", ".join(f"{name} {report[name]['seconds']:.1f} s" for name in GROUPS if name in report)
