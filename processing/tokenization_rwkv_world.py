@@ -21,6 +21,7 @@ of a CJK character), and ``convert_tokens_to_string`` recovers the exact bytes b
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import shutil
 from collections import Counter
@@ -47,7 +48,9 @@ _TOKEN_ID = -1
 
 
 def load_world_vocab(vocab_file: str) -> dict[int, bytes]:
-    """Parse an RWKV World vocabulary file into ``{id: token_bytes}``.
+    """Parse an RWKV World vocabulary file into ``{id: token_bytes}`` (a new dict; the parse of a file is kept for as
+    long as the file's path, size and modification time stay the same: a process makes many tokenizers from the
+    shipped vocabulary, and parsing its 65k literals takes about a second).
 
     Each line is ``<id> <Python literal> <byte length>``; the literal is a ``str`` (stored as its UTF-8 bytes) or a
     ``bytes`` literal for tokens that are not valid UTF-8. Literals are parsed with ``ast.literal_eval``, never
@@ -60,6 +63,14 @@ def load_world_vocab(vocab_file: str) -> dict[int, bytes]:
             token at all (empty).
         OSError: the file cannot be read (FileNotFoundError, IsADirectoryError, ...).
     """
+    stat = os.stat(vocab_file)
+    return dict(_parse_world_vocab(os.path.realpath(vocab_file), stat.st_size, stat.st_mtime_ns, str(vocab_file)))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_world_vocab(path: str, size: int, mtime_ns: int, vocab_file: str) -> dict[int, bytes]:
+    """`load_world_vocab`'s parse of the file at `path` (its size and mtime are the cache's key; `vocab_file` is the
+    name errors use). A parse that raises is not kept."""
     vocab: dict[int, bytes] = {}
     first_line: dict[bytes, int] = {}
     # Read as bytes and decode each line on its own, so that bytes that are not UTF-8 are reported with their line

@@ -176,3 +176,21 @@ def test_visual_placeholders_are_special_tokens_on_unused_rows(tok):
     assert ids == [98, 65535, 65535, 99, 65534]
     assert tok.decode(ids) == "a<video><video>b<image>"
     assert tok.decode(ids, skip_special_tokens=True) == "ab"
+
+
+def test_a_vocabulary_file_is_parsed_again_when_it_changes(tmp_path):
+    """The parse is kept per file (path, size, modification time): a rewritten file is read anew, a damaged one
+    raises every time (errors are not kept), and callers get dicts of their own."""
+    path = tmp_path / "vocab.txt"
+    lines = [f"{i + 1} {bytes([i])!r} 1" for i in range(256)]
+    path.write_text("\n".join(lines) + "\n")
+    first = load_world_vocab(str(path))
+    assert len(first) == 256 and load_world_vocab(str(path)) == first
+    first[1] = b"changed by a caller"
+    assert load_world_vocab(str(path))[1] == b"\x00"
+    path.write_text("\n".join([*lines, "257 'ab' 2"]) + "\n")
+    assert load_world_vocab(str(path))[257] == b"ab"
+    path.write_text("\n".join([*lines, "258 'abc' 3"]) + "\n")  # another size: a cache key part
+    for _ in range(2):
+        with pytest.raises(ValueError, match="id 258 where id 257 was expected"):
+            load_world_vocab(str(path))
