@@ -11,9 +11,12 @@ decode_step_rwkv6.py) or the plain forward, as `decode_implementation` says. Of 
 
 import torch
 from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers.utils import logging
 
 from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
 from .decode_step_rwkv6 import Rwkv6DecodeStep, resolve_decode_implementation
+
+logger = logging.get_logger(__name__)
 
 # Devices on which transformers' `generate` compiles when asked (GenerationMixin._valid_auto_compile_criteria)
 COMPILING_DEVICES = ("cuda", "xpu", "neuron", "tpu")
@@ -156,7 +159,11 @@ class Rwkv6GenerationMixin(GenerationMixin):
         disabled = kwargs.get("disable_compile", generation_config.disable_compile)
         if config is None or disabled:
             return None
-        return config if self.device.type in COMPILING_DEVICES or config._compile_all_devices else None
+        if self.device.type in COMPILING_DEVICES or config._compile_all_devices:
+            return config
+        logger.warning_once(f"compile_config is ignored on {self.device.type}: transformers compiles generation only "
+                            f"on {', '.join(COMPILING_DEVICES)} (CompileConfig._compile_all_devices overrides that).")
+        return None
 
     def _uses_cache(self, state: Rwkv6Cache | None, kwargs: dict) -> bool:
         """Whether `generate` decodes from a state (`use_cache`, the default); without, transformers runs the
