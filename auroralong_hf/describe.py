@@ -40,8 +40,11 @@ Without VIDEO the clip that ships with the package is used (auroralong_hf/data/s
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -100,6 +103,23 @@ class _ProgressVideo:
             yield pixels
             done += pixels.shape[0]
             self.bar.update(pixels.shape[0])
+
+
+@contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) inside the block raises KeyboardInterrupt when the block ends, not in its middle (main
+    thread only: elsewhere Python delivers no signal, and the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _write_state(state, path) -> None:
@@ -204,8 +224,10 @@ def describe(
                     f"{video}: sampling gives {frames} frames, more than the cap --max-frames {max_frames}; lower "
                     "--fps, ask for --num-frames, or raise the cap (0: none)."
                 )
-            with tqdm(total=frames, unit="frame", desc="frames", file=sys.stderr, disable=not progress,
-                      leave=False) as bar:
+            with interrupts_deferred():  # a Ctrl-C inside tqdm's constructor leaves a half-built bar, whose
+                bar = tqdm(total=frames, unit="frame", desc="frames", file=sys.stderr, disable=not progress,
+                           leave=False)  # __del__ then prints a traceback
+            with bar:
                 inputs["pixel_values_videos"] = [_ProgressVideo(inputs["pixel_values_videos"][0], bar)]
                 if save_state is not None:
                     # the state after the video's last visual token is what a later --state run starts from

@@ -27,6 +27,7 @@ import auroralong_hf.cli as cli
 import auroralong_hf.commands.describe as describe_command
 from auroralong_hf import AuroraLongConfig, AuroraLongForConditionalGeneration, Rwkv6Cache, processor_for_vision_config
 from auroralong_hf.cli import main
+from auroralong_hf.describe import interrupts_deferred
 from auroralong_hf.processing.tokenization_rwkv_world import DEFAULT_VOCAB_FILE, VOCAB_FILE_NAME, RwkvWorldTokenizer
 
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
@@ -311,6 +312,20 @@ def test_train_interrupted_while_saving_keeps_the_earlier_model(workspace, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- Ctrl-C, for real
+
+
+def test_a_ctrl_c_while_the_progress_bar_is_made_waits_for_it():
+    """SIGINT inside `interrupts_deferred` (around tqdm's constructor) raises only once the block is done: the bar is
+    whole, so no half-built object prints a traceback from its __del__; the usual handler is back afterwards."""
+    handler = signal.getsignal(signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs here, between bytecodes
+        done.append(True)
+    assert done == [True] and signal.getsignal(signal.SIGINT) is handler
+    with interrupts_deferred():  # nothing received: nothing raised
+        pass
 
 
 def test_ctrl_c_during_describe_is_one_line(workspace, tmp_path):
