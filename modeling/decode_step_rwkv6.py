@@ -61,8 +61,9 @@ def resolve_decode_implementation(model, requested: str | None = None) -> str:
     if choice == "auto":
         return "cuda_graph" if whole_on_one_gpu and has_only_own_layers(model) else "eager"
     if choice == "cuda_graph" and not whole_on_one_gpu:
-        raise ValueError(f"decode_implementation='cuda_graph' needs the whole model on one CUDA device, not "
-                         f"partitioned by DeepSpeed ZeRO-3 (it is on {', '.join(devices)}); use 'eager' or 'auto'.")
+        where = "partitioned by DeepSpeed ZeRO-3" if is_deepspeed_zero3_enabled() else f"on {', '.join(devices)}"
+        raise ValueError(f"decode_implementation='cuda_graph' needs the whole model on one CUDA device (it is "
+                         f"{where}); use 'eager' or 'auto'.")
     return choice
 
 

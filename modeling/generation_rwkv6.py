@@ -134,13 +134,14 @@ class Rwkv6GenerationMixin(GenerationMixin):
         decode step `decode_implementation` (popped from `kwargs`) asks for. The step lets go of the generation's
         state when it ends, whatever the way."""
         implementation = resolve_decode_implementation(self, kwargs.pop("decode_implementation", None))
+        compile_config = self._requested_compile_config(kwargs, implementation)
+        # the step compiles, if asked: transformers' compiling needs a cache of fixed shapes and would only warn
+        kwargs["disable_compile"] = True
         step = None
         if implementation != "eager" and self._uses_cache(None, kwargs):
             step = Rwkv6DecodeStep.for_model(self, capture=implementation == "cuda_graph",
-                                             compile_config=self._requested_compile_config(kwargs))
+                                             compile_config=compile_config)
             kwargs["decode_step"] = step  # a model input: prepare_inputs_for_generation hands it to decoded tokens
-            kwargs["disable_compile"] = True  # the step compiles, if asked: transformers' compiling needs a cache
-            # of fixed shapes and would only warn here
         kwargs["logits_processor"], nan_check = with_nan_logits_check(kwargs.get("logits_processor"))
         try:
             output = GenerationMixin.generate(self, input_ids, attention_mask=attention_mask, **kwargs)
@@ -150,14 +151,20 @@ class Rwkv6GenerationMixin(GenerationMixin):
             if step is not None:
                 step.release()
 
-    def _requested_compile_config(self, kwargs: dict):
+    def _requested_compile_config(self, kwargs: dict, implementation: str):
         """transformers' `CompileConfig` for the decode step, as transformers reads it (the generate argument, else
-        the generation config's), or None: none given, `disable_compile`, or a device transformers does not compile
-        on (its `_compile_all_devices` flag lifts that, e.g. for CPU tests)."""
+        the generation config's; popped from `kwargs`), or None: none given, `disable_compile`, the "eager" path
+        (no step to compile), or a device transformers does not compile on (its `_compile_all_devices` flag lifts
+        that, e.g. for CPU tests). A config given but not used is warned about, once."""
         generation_config = kwargs.get("generation_config") or self.generation_config
         config = kwargs.pop("compile_config", None) or generation_config.compile_config
-        disabled = kwargs.get("disable_compile", generation_config.disable_compile)
-        if config is None or disabled:
+        if config is None or kwargs.get("disable_compile", generation_config.disable_compile):
+            return None
+        if implementation == "eager":
+            logger.warning_once(
+                "compile_config is ignored: it compiles the decode step, and decode_implementation is 'eager' (what "
+                f"'auto' means on {self.device.type}). Pass decode_implementation='cuda_graph' on CUDA, or 'static' "
+                "(with CompileConfig._compile_all_devices = True off CUDA).")
             return None
         if self.device.type in COMPILING_DEVICES or config._compile_all_devices:
             return config

@@ -11,6 +11,7 @@ generation_rwkv6.py, both shared with AuroraLong's model.
 """
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache_rwkv6 import CACHE_NAME, Rwkv6Cache, resolve_cache_argument
 from .checkpoint_checks import CompleteCheckpointMixin
-from .configuration_rwkv6 import Rwkv6Config
+from .configuration_rwkv6 import WKV_BACKEND_ENV, Rwkv6Config
 from .decode_step_rwkv6 import Rwkv6DecodeStep
 from .generation_rwkv6 import Rwkv6GenerationMixin
 from .wkv6 import fla_is_available, wkv6_chunked, wkv6_fla, wkv6_step
@@ -329,8 +330,9 @@ class Rwkv6Model(Rwkv6PreTrainedModel):
         if backend == "auto":
             return "fla" if device.type == "cuda" and fla_is_available() else "torch"
         if backend == "fla" and (device.type != "cuda" or not fla_is_available()):
+            source = WKV_BACKEND_ENV if os.environ.get(WKV_BACKEND_ENV, "").strip() else "wkv_backend"
             raise RuntimeError(
-                f"wkv_backend='fla' needs a CUDA device and flash-linear-attention installed (device: {device}, "
+                f"{source}='fla' needs a CUDA device and flash-linear-attention installed (device: {device}, "
                 f"fla installed: {fla_is_available()}); use 'torch' or 'auto'."
             )
         return backend

@@ -20,6 +20,7 @@ time. Every row gives the state it gives alone; the all-at-once forward (`model(
 up to float rounding (the WKV recurrence is summed in other chunks), which tests/test_streaming.py checks.
 """
 
+import numbers
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -50,12 +51,13 @@ def default_chunk_frames(device: torch.device | str) -> int:
 
 
 def resolve_chunk_frames(chunk_frames: int | None, device: torch.device | str) -> int:
-    """`chunk_frames`, or the device's default for None. Raises ValueError unless it is an int > 0."""
+    """`chunk_frames` as an int (any integral number, numpy's included), or the device's default for None. Raises
+    ValueError unless it is an integer > 0 (a bool, float or string is refused)."""
     if chunk_frames is None:
         return default_chunk_frames(device)
-    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames <= 0:
+    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, numbers.Integral) or chunk_frames <= 0:
         raise ValueError(f"chunk_frames must be an int > 0, got {chunk_frames!r}.")
-    return chunk_frames
+    return int(chunk_frames)
 
 
 def video_list(pixel_values_videos, video_frame_counts=None) -> list:

@@ -2,6 +2,7 @@
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import decisive_auroralong
@@ -113,6 +114,7 @@ def test_chunk_frames_default_by_device_and_checked():
     assert default_chunk_frames(torch.device("cuda", 1)) == CHUNK_FRAMES["cuda"] == 64
     assert default_chunk_frames("meta") == CHUNK_FRAMES["cpu"]
     assert resolve_chunk_frames(None, "cuda") == 64 and resolve_chunk_frames(5, "cuda") == 5
+    assert type(resolve_chunk_frames(np.int64(4), "cpu")) is int
     for bad in (0, -1, 2.5, True, "8"):
         with pytest.raises(ValueError, match="chunk_frames must be an int > 0"):
             resolve_chunk_frames(bad, "cpu")
