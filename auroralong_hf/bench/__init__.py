@@ -25,7 +25,7 @@ BENCHMARKS = {
                          "visual tokens: memory and latency ratios", "auroralong_hf.bench.latency"),
     "train": Benchmark("samples/s and peak memory of a language-stage training step, gradient checkpointing off and "
                        "on", "auroralong_hf.bench.train"),
-    "gpu": Benchmark("the GPU path's figures (decode, prefill, tower, streaming describe, a same-size transformer, a "
+    "gpu": Benchmark("the GPU path's figures (decode, prefill, tower, streaming describe, a transformer of its size, a "
                      "training step) beside their goals, in one process, models built on the GPU",
                      "auroralong_hf.bench.gpu"),
 }
